@@ -1,0 +1,74 @@
+"""Device and precision choice.
+
+Precision ``"auto"`` means bfloat16 where the hardware does it natively (CUDA with bf16
+support, x86 CPUs with AVX512-BF16 or AMX) and float32 elsewhere. ``"fp32"`` is the exact
+mode (parity with the official implementation); ``"bf16"`` forces bfloat16 autocast for
+the image encoder. The prompt encoder and mask decoder always run in float32: they are
+cheap and the mask threshold is sensitive.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True on x86 CPUs that report ``avx512_bf16`` or ``amx_bf16`` (Linux /proc/cpuinfo)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return False
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → cuda > mps > cpu; otherwise the named device, checked to exist."""
+    if isinstance(device, torch.device):
+        dev = device
+    elif device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError):
+            raise ValueError(
+                f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+            ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available here")
+    if dev.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ValueError(f"device {device!r} requested but MPS is not available here")
+    return dev
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """Map ``"auto" | "fp32" | "bf16"`` to the concrete ``"fp32"`` or ``"bf16"``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    return "fp32"

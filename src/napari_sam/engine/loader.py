@@ -1,0 +1,123 @@
+"""``load_model``: a SAM model on a device with a precision policy, ready for Predictor."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..model.build import CONFIGS, SamConfig
+from ..model.checkpoint import load_sam_checkpoint
+from ..model.image_encoder import set_attention_impl
+from ..model.sam import Sam
+from .device import resolve_device, resolve_precision
+
+
+@dataclass
+class SamModel:
+    """A loaded SAM: module, architecture, device and the concrete precision.
+
+    ``name`` is the registry name or checkpoint file name; ``weights_hash`` identifies
+    the weights (SHA-256 over tensor names, shapes and bytes, computed on first use) and
+    is what the embedding cache records.
+    """
+
+    sam: Sam
+    config: SamConfig
+    name: str
+    device: torch.device
+    precision: str
+    _weights_hash: str | None = field(default=None, repr=False)
+
+    @property
+    def weights_hash(self) -> str:
+        if self._weights_hash is None:
+            self._weights_hash = state_dict_hash(self.sam)
+        return self._weights_hash
+
+    @contextlib.contextmanager
+    def encoder_autocast(self) -> Iterator[None]:
+        """Autocast context for the image encoder under the model's precision."""
+        if self.precision == "bf16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+
+    @torch.inference_mode()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Preprocessed input (B, 3, S, S) on ``device`` → float32 features (B, C, h, w)."""
+        with self.encoder_autocast():
+            feats = self.sam.image_encoder(x)
+        return feats.float()
+
+
+def state_dict_hash(module: torch.nn.Module) -> str:
+    """SHA-256 hex digest of a module's state dict (names, dtypes, shapes, bytes)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def wrap_model(
+    sam: Sam,
+    config: SamConfig,
+    name: str,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+) -> SamModel:
+    """Put an already-built :class:`Sam` on a device with a precision policy.
+
+    fp32 uses the exact attention (same operation order as the official code); bf16 uses
+    fused scaled-dot-product attention.
+    """
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    sam = sam.to(dev).eval()
+    set_attention_impl(sam, "exact" if prec == "fp32" else "sdpa")
+    return SamModel(sam=sam, config=config, name=name, device=dev, precision=prec)
+
+
+def load_model(
+    name: str = "vit_b",
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    cache_dir: str | os.PathLike | None = None,
+) -> SamModel:
+    """Load a SAM model.
+
+    Args:
+        name: a registry name (``vit_b``, ``vit_l``, ``vit_h``, ``vit_t``, ``vit_b_lm``,
+            ..., see :func:`napari_sam.weights.available_models`) or an architecture
+            type when ``checkpoint`` is given. A path to a checkpoint file works too.
+        checkpoint: checkpoint file; None → the registry file (downloaded and
+            hash-checked into the cache on first use).
+        device: ``"auto"`` (cuda > mps > cpu) or a torch device string.
+        precision: ``"auto"``, ``"fp32"`` (exact) or ``"bf16"``.
+        cache_dir: where downloads go (default: ``$NAPARI_SAM_CACHE_DIR`` or the user
+            cache dir).
+    """
+    from .. import weights
+
+    model_type: str | None = None
+    if checkpoint is None and Path(name).suffix in {".pt", ".pth", ".ckpt"}:
+        checkpoint, name = name, Path(name).name
+    if checkpoint is None:
+        info = weights.get_model_info(name)
+        checkpoint = weights.fetch_weights(info, cache_dir=cache_dir)
+        model_type = info.model_type
+    elif name in CONFIGS:
+        model_type = name
+    elif name in weights.available_models():
+        model_type = weights.get_model_info(name).model_type
+    sam, config = load_sam_checkpoint(checkpoint, model_type)
+    return wrap_model(sam, config, name, device, precision)

@@ -1,0 +1,220 @@
+"""Interactive prediction on one 2D slice: set an image (or a cached embedding), then
+predict masks from points / boxes / a previous mask.
+
+Public coordinates are napari order: points (row, col), boxes
+(row_min, col_min, row_max, col_max), in pixels of the slice. They are flipped to SAM's
+(x, y) only in :func:`napari_sam.engine.transforms.rc_to_model_xy`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .image import Normalization, to_uint8_rgb
+from .loader import SamModel
+from .prompts import Prompts, validate_prompts
+from .transforms import resize_rgb, resized_shape
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """What the mask decoder needs from the image encoder for one slice.
+
+    features: (1, C, h, w) float32 image embedding.
+    original_size: (H, W) of the slice. input_size: (h', w') of the resized slice
+    before padding. model_hash: weights hash of the model that computed it.
+    """
+
+    features: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    model_hash: str
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """masks (C, H, W) bool; scores (C,) float32 predicted IoU; logits (C, 4h, 4w)
+    float32 low-res logits (256 × 256 for SAM), usable as the next ``mask_input``."""
+
+    masks: np.ndarray
+    scores: np.ndarray
+    logits: np.ndarray
+
+    @property
+    def best(self) -> int:
+        """Index of the mask with the highest predicted IoU."""
+        return int(np.argmax(self.scores))
+
+
+class Predictor:
+    """SAM predictor for 2D slices.
+
+    Example::
+
+        p = Predictor(load_model("vit_b"))
+        p.set_image(img)                     # (H, W) or (H, W, 3), any dtype
+        r = p.predict(points=[[row, col]], labels=[1])
+        r.masks, r.scores, r.logits
+    """
+
+    def __init__(self, model: SamModel, normalization: Normalization | None = None) -> None:
+        self.model = model
+        self.normalization = normalization or Normalization()
+        self._embedding: Embedding | None = None
+
+    # ---------------------------------------------------------------- image / embedding
+    def prepare_input(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Slice → preprocessed model input (1, 3, S, S) on the device, and its (H, W)."""
+        rgb = to_uint8_rgb(image, self.normalization)
+        resized = resize_rgb(rgb, self.model.sam.image_size)
+        x = torch.as_tensor(resized, device=self.model.device).permute(2, 0, 1)[None]
+        return self.model.sam.preprocess(x.float()), (rgb.shape[0], rgb.shape[1])
+
+    def compute_embedding(self, image: np.ndarray) -> Embedding:
+        """Run the image encoder on a slice (the expensive step) without changing state."""
+        x, original = self.prepare_input(image)
+        features = self.model.encode(x)
+        input_size = resized_shape(*original, self.model.sam.image_size)
+        return Embedding(features, original, input_size, self.model.weights_hash)
+
+    def set_image(self, image: np.ndarray) -> Embedding:
+        """Encode a 2D slice (H, W) gray or (H, W, 3) RGB and make it current."""
+        self._embedding = self.compute_embedding(image)
+        return self._embedding
+
+    def set_embedding(self, embedding: Embedding) -> None:
+        """Use an embedding computed earlier (e.g. from the cache)."""
+        grid = self.model.sam.embedding_size
+        expected = (1, self.model.config.prompt_embed_dim, *grid)
+        if tuple(embedding.features.shape) != expected:
+            raise ValueError(
+                f"embedding features have shape {tuple(embedding.features.shape)}, "
+                f"this model needs {expected}"
+            )
+        if embedding.model_hash != self.model.weights_hash:
+            raise ValueError(
+                "embedding was computed with other model weights "
+                f"({embedding.model_hash[:12]} ≠ {self.model.weights_hash[:12]}); recompute it"
+            )
+        feats = embedding.features.to(self.model.device, torch.float32)
+        self._embedding = Embedding(
+            feats,
+            tuple(embedding.original_size),
+            tuple(embedding.input_size),
+            embedding.model_hash,
+        )
+
+    @property
+    def embedding(self) -> Embedding | None:
+        """The current slice's embedding, or None before set_image / set_embedding."""
+        return self._embedding
+
+    def reset(self) -> None:
+        """Forget the current slice."""
+        self._embedding = None
+
+    # ------------------------------------------------------------------------ predict
+    def predict(
+        self,
+        points: np.ndarray | list | None = None,
+        labels: np.ndarray | list | None = None,
+        box: np.ndarray | list | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask: bool = True,
+    ) -> PredictResult:
+        """Masks for one object.
+
+        points: (N, 2) (row, col); labels: (N,) 1 = positive, 0 = negative;
+        box: (4,) (row_min, col_min, row_max, col_max); mask_input: (4h, 4w) low-res
+        logits of a previous result. Returns 3 masks if ``multimask`` else 1.
+        """
+        emb = self._require_embedding()
+        prompts = validate_prompts(
+            points,
+            labels,
+            box,
+            mask_input,
+            emb.original_size,
+            self.model.sam.low_res_size,
+            batched=False,
+        )
+        r = self._decode(emb, prompts, multimask)
+        return PredictResult(r.masks[0], r.scores[0], r.logits[0])
+
+    def predict_batch(
+        self,
+        points: np.ndarray | list | None = None,
+        labels: np.ndarray | list | None = None,
+        boxes: np.ndarray | list | None = None,
+        mask_inputs: np.ndarray | None = None,
+        multimask: bool = True,
+    ) -> PredictResult:
+        """B objects on the current embedding in one decoder call.
+
+        points: (B, N, 2) (row, col); labels: (B, N); boxes: (B, 4)
+        (row_min, col_min, row_max, col_max); mask_inputs: (B, 4h, 4w).
+        Returns masks (B, C, H, W), scores (B, C), logits (B, C, 4h, 4w).
+        """
+        emb = self._require_embedding()
+        prompts = validate_prompts(
+            points,
+            labels,
+            boxes,
+            mask_inputs,
+            emb.original_size,
+            self.model.sam.low_res_size,
+            batched=True,
+        )
+        return self._decode(emb, prompts, multimask)
+
+    def _require_embedding(self) -> Embedding:
+        if self._embedding is None:
+            raise RuntimeError("no image set: call set_image() or set_embedding() first")
+        return self._embedding
+
+    @torch.inference_mode()
+    def _decode(self, emb: Embedding, prompts: Prompts, multimask: bool) -> PredictResult:
+        sam, dev = self.model.sam, self.model.device
+        pts = prompts.model_points(emb.original_size, emb.input_size, dev)
+        boxes = prompts.model_boxes(emb.original_size, emb.input_size, dev)
+        masks_in = None
+        if prompts.mask_input is not None:
+            masks_in = torch.as_tensor(prompts.mask_input, dtype=torch.float32, device=dev)
+            masks_in = masks_in[:, None]
+        sparse, dense = sam.prompt_encoder(points=pts, boxes=boxes, masks=masks_in)
+        low_res, iou = sam.mask_decoder(
+            image_embeddings=emb.features,
+            image_pe=sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
+        masks = upscale_masks(sam, low_res, emb.input_size, emb.original_size) > sam.mask_threshold
+        return PredictResult(
+            masks.cpu().numpy(),
+            iou.float().cpu().numpy(),
+            low_res.float().cpu().numpy(),
+        )
+
+
+def upscale_masks(
+    sam: torch.nn.Module,
+    low_res: torch.Tensor,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+) -> torch.Tensor:
+    """Low-res logits (B, M, 4h, 4w) → logits at slice size (B, M, H, W).
+
+    Same result as ``Sam.postprocess_masks``; the second resize is skipped when it would
+    be the identity (slice already at model size).
+    """
+    if tuple(input_size) == tuple(original_size):
+        size = sam.image_size
+        up = torch.nn.functional.interpolate(
+            low_res, (size, size), mode="bilinear", align_corners=False
+        )
+        return up[..., : input_size[0], : input_size[1]]
+    return sam.postprocess_masks(low_res, input_size, original_size)

@@ -1,0 +1,289 @@
+"""Registry of known SAM checkpoints and hash-verified, atomic download into a user cache.
+
+Downloads go through :func:`pooch.retrieve`, which streams into a temporary file inside the
+cache directory, verifies the hash and only then renames the file to its final name, so a
+failed or corrupt download never leaves a file at the target path.
+
+Hashes use pooch's ``"alg:hexdigest"`` format.  The official SAM / MobileSAM checkpoints are
+pinned by SHA256; micro-sam publishes only ``xxh128`` hashes for its fine-tuned models, which
+needs the optional ``xxhash`` package (without it those files are downloaded unverified, with
+a warning).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import os
+import re
+import types
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import pooch
+
+__all__ = [
+    "CACHE_DIR_ENV_VAR",
+    "MODEL_TYPES",
+    "REGISTRY",
+    "ModelInfo",
+    "ModelType",
+    "WeightsHashError",
+    "WeightsUnavailableError",
+    "available_models",
+    "default_cache_dir",
+    "fetch_weights",
+    "get_model_info",
+]
+
+CACHE_DIR_ENV_VAR = "NAPARI_SAM_CACHE_DIR"
+"""Environment variable that overrides the default weights cache directory."""
+
+ModelType = Literal["vit_b", "vit_l", "vit_h", "vit_t"]
+MODEL_TYPES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h", "vit_t")
+"""Encoder architectures a checkpoint can belong to."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """Description of one downloadable SAM checkpoint.
+
+    Attributes:
+        name: Registry key, e.g. ``"vit_b_lm"``.
+        model_type: Encoder architecture (``"vit_b"``, ``"vit_l"``, ``"vit_h"`` or ``"vit_t"``).
+        url: Download URL.
+        known_hash: pooch-style hash (``"sha256:..."``, ``"xxh128:..."``) or ``None`` if unknown.
+        size_bytes: Approximate download size in bytes, for UI hints only (never checked);
+            for micro-sam models it is assumed equal to the base architecture. ``None`` if
+            unknown.
+        filename: File name inside the cache directory (unique across the registry).
+        description: Human-readable one-line description.
+    """
+
+    name: str
+    model_type: ModelType
+    url: str
+    known_hash: str | None
+    size_bytes: int | None
+    filename: str
+    description: str
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The weights could not be downloaded (network failure, offline machine, ...)."""
+
+    def __init__(self, message: str, *, url: str = "", target: Path | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.target = target
+
+
+class WeightsHashError(WeightsUnavailableError):
+    """The downloaded file does not match the expected hash; nothing was kept."""
+
+    def __init__(
+        self, message: str, *, url: str = "", target: Path | None = None,
+        expected: str | None = None, actual: str | None = None,
+    ) -> None:
+        super().__init__(message, url=url, target=target)
+        self.expected = expected
+        self.actual = actual
+
+
+_MICRO_SAM = "https://uk1s3.embassy.ebi.ac.uk/public-datasets/bioimage.io"
+_MICRO_SAM_NOTE = "micro-sam fine-tuned model (torch_em checkpoint, weights under 'model_state')"
+
+_ENTRIES = (
+    # Official Segment Anything checkpoints (Meta). SHA256 as listed in micro-sam's registry.
+    ModelInfo(
+        "vit_b", "vit_b", "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+        "sha256:ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+        375_042_383, "sam_vit_b_01ec64.pth", "Segment Anything ViT-B (Meta, original).",
+    ),
+    ModelInfo(
+        "vit_l", "vit_l", "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+        "sha256:3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+        1_249_524_607, "sam_vit_l_0b3195.pth", "Segment Anything ViT-L (Meta, original).",
+    ),
+    ModelInfo(
+        "vit_h", "vit_h", "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+        "sha256:a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+        2_564_550_879, "sam_vit_h_4b8939.pth", "Segment Anything ViT-H (Meta, original).",
+    ),
+    # MobileSAM (TinyViT encoder); same SHA256 as micro-sam's vit_t entry.
+    ModelInfo(
+        "vit_t", "vit_t", "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
+        "sha256:6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
+        40_728_226, "mobile_sam.pt", "MobileSAM ViT-Tiny (distilled from SAM ViT-H).",
+    ),
+    # micro-sam generalist models (bioimage.io records); xxh128 from micro_sam/v1/util.py.
+    ModelInfo(
+        "vit_t_lm", "vit_t", f"{_MICRO_SAM}/faithful-chicken/1.1/files/vit_t.pt",
+        "xxh128:72ec5074774761a6e5c05a08942f981e", 41_000_000, "micro_sam_vit_t_lm.pt",
+        f"Light microscopy (cells, nuclei) ViT-T; {_MICRO_SAM_NOTE}.",
+    ),
+    ModelInfo(
+        "vit_b_lm", "vit_b", f"{_MICRO_SAM}/diplomatic-bug/1.2/files/vit_b.pt",
+        "xxh128:fe9252a29f3f4ea53c15a06de471e186", 375_000_000, "micro_sam_vit_b_lm.pt",
+        f"Light microscopy (cells, nuclei) ViT-B; {_MICRO_SAM_NOTE}.",
+    ),
+    ModelInfo(
+        "vit_l_lm", "vit_l", f"{_MICRO_SAM}/idealistic-rat/1.2/files/vit_l.pt",
+        "xxh128:017f20677997d628426dec80a8018f9d", 1_250_000_000, "micro_sam_vit_l_lm.pt",
+        f"Light microscopy (cells, nuclei) ViT-L; {_MICRO_SAM_NOTE}.",
+    ),
+    ModelInfo(
+        "vit_t_em_organelles", "vit_t", f"{_MICRO_SAM}/greedy-whale/1/files/vit_t.pt",
+        "xxh128:253474720c497cce605e57c9b1d18fd9", 41_000_000, "micro_sam_vit_t_em_organelles.pt",
+        f"Electron microscopy organelles (mitochondria, nuclei) ViT-T; {_MICRO_SAM_NOTE}.",
+    ),
+    ModelInfo(
+        "vit_b_em_organelles", "vit_b", f"{_MICRO_SAM}/noisy-ox/1.2/files/vit_b.pt",
+        "xxh128:f3bf2ed83d691456bae2c3f9a05fb438", 375_000_000, "micro_sam_vit_b_em_organelles.pt",
+        f"Electron microscopy organelles (mitochondria, nuclei) ViT-B; {_MICRO_SAM_NOTE}.",
+    ),
+    ModelInfo(
+        "vit_l_em_organelles", "vit_l", f"{_MICRO_SAM}/humorous-crab/1.2/files/vit_l.pt",
+        "xxh128:810b084b6e51acdbf760a993d8619f2d", 1_250_000_000,
+        "micro_sam_vit_l_em_organelles.pt",
+        f"Electron microscopy organelles (mitochondria, nuclei) ViT-L; {_MICRO_SAM_NOTE}.",
+    ),
+)
+
+REGISTRY: Mapping[str, ModelInfo] = types.MappingProxyType({m.name: m for m in _ENTRIES})
+"""Read-only mapping ``name -> ModelInfo`` of all known checkpoints."""
+
+
+def available_models() -> list[str]:
+    """Return the names of all registered checkpoints, in registry order."""
+    return list(REGISTRY)
+
+
+def get_model_info(name: str) -> ModelInfo:
+    """Return the :class:`ModelInfo` registered under ``name``.
+
+    Raises:
+        ValueError: If ``name`` is not registered; the message lists the valid names.
+    """
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown SAM model {name!r}; valid names are: {', '.join(available_models())}."
+        ) from None
+
+
+def default_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Return the directory where weights are cached (it is not created here).
+
+    Precedence: the explicit ``cache_dir`` argument, then the ``NAPARI_SAM_CACHE_DIR``
+    environment variable (if non-empty), then ``pooch.os_cache("napari-sam")``.
+    """
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get(CACHE_DIR_ENV_VAR, "").strip()
+    if env:
+        return Path(env).expanduser()
+    return Path(pooch.os_cache("napari-sam"))
+
+
+def _algorithm(known_hash: str) -> str:
+    return known_hash.split(":", 1)[0].lower() if ":" in known_hash else "sha256"
+
+
+def _algorithm_available(algorithm: str) -> bool:
+    if algorithm.startswith("xxh"):
+        return importlib.util.find_spec("xxhash") is not None
+    return algorithm in hashlib.algorithms_available
+
+
+def _effective_hash(info: ModelInfo) -> str | None:
+    """Return the hash to verify against, or ``None`` (with a warning) if it can't be checked."""
+    if info.known_hash is None:
+        return None
+    algorithm = _algorithm(info.known_hash)
+    if _algorithm_available(algorithm):
+        return info.known_hash
+    warnings.warn(
+        f"Cannot verify {info.filename!r}: hash algorithm {algorithm!r} needs the 'xxhash' "
+        "package (pip install xxhash); the file is used without hash verification.",
+        stacklevel=3,
+    )
+    return None
+
+
+def _unavailable_message(info: ModelInfo, target: Path, reason: object) -> str:
+    return (
+        f"Could not download the SAM weights {info.name!r} from {info.url} ({reason}); "
+        f"on an offline machine, download that URL elsewhere and save it as {target} "
+        f"(file name {info.filename!r}), or set the {CACHE_DIR_ENV_VAR} environment "
+        f"variable to a directory that already contains {info.filename!r}."
+    )
+
+
+def fetch_weights(
+    name_or_info: str | ModelInfo,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Return the local path of a checkpoint, downloading it into the cache if needed.
+
+    A cached file whose hash matches (or any cached file when no hash is known) is returned
+    without network access.  A cached file with a wrong hash is reported with a warning and
+    downloaded again.  Downloads are atomic and verified: the target path only ever holds a
+    complete file with the expected hash.
+
+    Args:
+        name_or_info: A registry name (see :func:`available_models`) or a :class:`ModelInfo`,
+            e.g. ``dataclasses.replace(get_model_info("vit_b"), url=...)`` for a mirror.
+        cache_dir: Cache directory; see :func:`default_cache_dir` for the default.
+        progress: Show a tqdm progress bar while downloading.
+
+    Raises:
+        ValueError: Unknown model name.
+        WeightsHashError: The downloaded file does not match ``known_hash``.
+        WeightsUnavailableError: Any other download failure (network, HTTP error, I/O).
+    """
+    info = name_or_info if isinstance(name_or_info, ModelInfo) else get_model_info(name_or_info)
+    directory = default_cache_dir(cache_dir)
+    target = directory / info.filename
+    known_hash = _effective_hash(info)
+
+    if target.is_file():
+        if known_hash is None:
+            return target
+        actual = pooch.file_hash(str(target), alg=_algorithm(known_hash))
+        if actual.lower() == known_hash.split(":")[-1].lower():
+            return target
+        warnings.warn(
+            f"Cached weights {target} are corrupt ({_algorithm(known_hash)} {actual}, expected "
+            f"{known_hash}); deleting and downloading them again from {info.url}.",
+            stacklevel=2,
+        )
+        target.unlink()
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = pooch.retrieve(
+            url=info.url, known_hash=known_hash, fname=info.filename, path=directory,
+            progressbar=progress,
+        )
+    except ValueError as exc:  # pooch's hash mismatch (temp file already deleted)
+        if known_hash is None or "hash" not in str(exc).lower():
+            raise
+        match = re.search(r"but got ([0-9a-fA-F]+)", str(exc))
+        actual = f"{_algorithm(known_hash)}:{match.group(1)}" if match else "unknown"
+        raise WeightsHashError(
+            f"The file downloaded from {info.url} for {info.name!r} has hash {actual} but "
+            f"{known_hash} was expected; it was deleted and nothing was written to {target}.",
+            url=info.url, target=target, expected=known_hash, actual=actual,
+        ) from exc
+    except OSError as exc:  # requests.RequestException is an OSError subclass
+        raise WeightsUnavailableError(
+            _unavailable_message(info, target, f"{type(exc).__name__}: {exc}"),
+            url=info.url, target=target,
+        ) from exc
+    return Path(path)
