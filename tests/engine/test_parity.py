@@ -14,6 +14,7 @@ import torch
 from napari_sam.engine.image import to_uint8_rgb
 from napari_sam.engine.predictor import Predictor
 from napari_sam.model.build import CONFIGS, SamConfig
+
 from oracle import build_official, ours_from_official
 
 pytest.importorskip("segment_anything")
@@ -175,3 +176,27 @@ def test_batched_prediction_equals_official_batch(vit_b_pair):
     assert np.array_equal(r.masks, masks.numpy())
     np.testing.assert_allclose(r.scores, iou.numpy(), atol=ATOL, rtol=RTOL)
     np.testing.assert_allclose(r.logits, low.numpy(), atol=ATOL, rtol=RTOL)
+
+
+def test_vit_t_predictor_parity():
+    """MobileSAM (vit_t, published config) through both predictors: identical masks."""
+    pytest.importorskip("timm")
+    mobile_sam = pytest.importorskip("mobile_sam")
+    from napari_sam.model.build import CONFIGS as ours_configs
+
+    from oracle import randomise_
+
+    torch.manual_seed(7)
+    ref = mobile_sam.sam_model_registry["vit_t"](checkpoint=None)
+    randomise_(ref, 7)
+    ref.eval()
+    ours = ours_from_official(ref, ours_configs["vit_t"])
+    raw = images()["nonsquare"]
+    op = mobile_sam.SamPredictor(ref)
+    op.set_image(raw)
+    p = Predictor(ours)
+    p.set_image(raw)
+    torch.testing.assert_close(p.embedding.features, op.features, atol=ATOL, rtol=RTOL)
+    for prompt in PROMPTS.values():
+        prompt = _clip_to(prompt, *raw.shape[:2])
+        assert_same(p.predict(**prompt), official_predict(op, prompt, True))

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import torch
 
 from ..model.build import CONFIGS, SamConfig
 from ..model.checkpoint import load_sam_checkpoint
-from ..model.image_encoder import set_attention_impl
+from ..model.common import set_attention_impl
 from ..model.sam import Sam
 from .device import resolve_device, resolve_precision
 
@@ -33,6 +31,7 @@ class SamModel:
     device: torch.device
     precision: str
     _weights_hash: str | None = field(default=None, repr=False)
+    _dense_pe: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def weights_hash(self) -> str:
@@ -40,21 +39,24 @@ class SamModel:
             self._weights_hash = state_dict_hash(self.sam)
         return self._weights_hash
 
-    @contextlib.contextmanager
-    def encoder_autocast(self) -> Iterator[None]:
-        """Autocast context for the image encoder under the model's precision."""
-        if self.precision == "bf16":
-            with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                yield
-        else:
-            yield
-
     @torch.inference_mode()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Preprocessed input (B, 3, S, S) on ``device`` → float32 features (B, C, h, w)."""
-        with self.encoder_autocast():
-            feats = self.sam.image_encoder(x)
-        return feats.float()
+        """Preprocessed input (B, 3, S, S) on ``device`` → float32 features (B, C, h, w).
+
+        In bf16 the encoder's weights are bfloat16 (converted once in :func:`wrap_model`)
+        and the input is cast to match; the output is always float32.
+        """
+        encoder = self.sam.image_encoder
+        dtype = next(encoder.parameters()).dtype
+        return encoder(x.to(dtype)).float()
+
+    @property
+    def dense_pe(self) -> torch.Tensor:
+        """Positional encoding of the embedding grid (1, C, h, w), computed once."""
+        if self._dense_pe is None:
+            with torch.inference_mode():
+                self._dense_pe = self.sam.prompt_encoder.get_dense_pe()
+        return self._dense_pe
 
 
 def state_dict_hash(module: torch.nn.Module) -> str:
@@ -63,7 +65,7 @@ def state_dict_hash(module: torch.nn.Module) -> str:
     for name, t in sorted(module.state_dict().items()):
         t = t.detach().to("cpu").contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -76,14 +78,20 @@ def wrap_model(
 ) -> SamModel:
     """Put an already-built :class:`Sam` on a device with a precision policy.
 
-    fp32 uses the exact attention (same operation order as the official code); bf16 uses
-    fused scaled-dot-product attention.
+    fp32 uses the exact attention (same operation order as the official code). bf16
+    converts the image encoder's weights to bfloat16 once (after hashing the original
+    weights, so ``weights_hash`` does not depend on the precision) and uses fused
+    scaled-dot-product attention; prompt encoder and mask decoder stay float32.
     """
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     sam = sam.to(dev).eval()
+    model = SamModel(sam=sam, config=config, name=name, device=dev, precision=prec)
+    if prec == "bf16":
+        _ = model.weights_hash
+        sam.image_encoder.to(torch.bfloat16)
     set_attention_impl(sam, "exact" if prec == "fp32" else "sdpa")
-    return SamModel(sam=sam, config=config, name=name, device=dev, precision=prec)
+    return model
 
 
 def load_model(
@@ -114,10 +122,12 @@ def load_model(
     if checkpoint is None:
         info = weights.get_model_info(name)
         checkpoint = weights.fetch_weights(info, cache_dir=cache_dir)
-        model_type = info.model_type
+        # "custom" (the packaged demo): the architecture comes from the stored config
+        model_type = info.model_type if info.model_type in CONFIGS else None
     elif name in CONFIGS:
         model_type = name
     elif name in weights.available_models():
         model_type = weights.get_model_info(name).model_type
+        model_type = model_type if model_type in CONFIGS else None
     sam, config = load_sam_checkpoint(checkpoint, model_type)
     return wrap_model(sam, config, name, device, precision)

@@ -187,7 +187,7 @@ class Predictor:
         sparse, dense = sam.prompt_encoder(points=pts, boxes=boxes, masks=masks_in)
         low_res, iou = sam.mask_decoder(
             image_embeddings=emb.features,
-            image_pe=sam.prompt_encoder.get_dense_pe(),
+            image_pe=self.model.dense_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask,

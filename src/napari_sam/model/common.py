@@ -35,3 +35,27 @@ class MLPBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., embedding_dim) → (..., embedding_dim)."""
         return self.lin2(self.act(self.lin1(x)))
+
+
+ATTENTION_IMPLS = ("exact", "sdpa")
+
+
+class SwitchableAttention(nn.Module):
+    """Base of attention modules with two numerically equivalent implementations.
+
+    ``impl = "exact"`` materialises the attention matrix in the same order of operations
+    as the reference code (bit-for-bit parity in float32); ``"sdpa"`` calls
+    ``torch.nn.functional.scaled_dot_product_attention`` (fused, faster, equal within
+    float tolerance). Switch with :func:`set_attention_impl`.
+    """
+
+    impl: str = "sdpa"
+
+
+def set_attention_impl(module: nn.Module, impl: str) -> None:
+    """Switch every :class:`SwitchableAttention` inside ``module`` to ``impl``."""
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"attention impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
+    for m in module.modules():
+        if isinstance(m, SwitchableAttention):
+            m.impl = impl

@@ -3,11 +3,8 @@
 Parameter names follow the official checkpoints (``image_encoder.blocks.N.attn.qkv`` ...),
 so a state dict loads with a strict key check.
 
-Attention has two numerically equivalent implementations, chosen per model with
-:func:`set_attention_impl`: ``"exact"`` materialises the attention matrix in the same
-order of operations as the reference implementation; ``"sdpa"`` calls
-``torch.nn.functional.scaled_dot_product_attention`` with the decomposed relative-position
-bias as an additive mask (faster, equal within float tolerance).
+Attention is a :class:`~napari_sam.model.common.SwitchableAttention`: ``"exact"`` or
+``"sdpa"`` (the decomposed relative-position bias becomes the additive mask).
 """
 
 from __future__ import annotations
@@ -16,9 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d, MLPBlock
-
-ATTENTION_IMPLS = ("exact", "sdpa")
+from .common import LayerNorm2d, MLPBlock, SwitchableAttention
 
 
 class ImageEncoderViT(nn.Module):
@@ -127,7 +122,7 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class Attention(nn.Module):
+class Attention(SwitchableAttention):
     """Multi-head self-attention with decomposed relative-position bias."""
 
     def __init__(
@@ -145,7 +140,6 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.use_rel_pos = use_rel_pos
-        self.impl = "sdpa"
         if use_rel_pos:
             self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, head_dim))
             self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
@@ -161,16 +155,16 @@ class Attention(nn.Module):
             if self.use_rel_pos:
                 rel_h, rel_w = rel_pos_terms(q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w))
                 attn = attn.view(-1, h, w, h, w) + rel_h[..., None] + rel_w[..., None, :]
-                attn = attn.view(-1, h * w, h * w)
+                attn = attn.reshape(-1, h * w, h * w)
             out = attn.softmax(dim=-1) @ v
         else:
             bias = None
             if self.use_rel_pos:
                 rel_h, rel_w = rel_pos_terms(q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w))
-                bias = (rel_h[..., None] + rel_w[..., None, :]).view(-1, h * w, h * w)
+                bias = (rel_h[..., None] + rel_w[..., None, :]).reshape(-1, h * w, h * w)
                 bias = bias.to(q.dtype)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
-        out = out.view(b, nh, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
+        out = out.reshape(b, nh, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
         return self.proj(out)
 
 
@@ -247,12 +241,3 @@ def rel_pos_terms(
     rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, rh.to(q.dtype))
     rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, rw.to(q.dtype))
     return rel_h, rel_w
-
-
-def set_attention_impl(module: nn.Module, impl: str) -> None:
-    """Switch every ViT :class:`Attention` inside ``module`` to ``"exact"`` or ``"sdpa"``."""
-    if impl not in ATTENTION_IMPLS:
-        raise ValueError(f"attention impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
-    for m in module.modules():
-        if isinstance(m, Attention):
-            m.impl = impl

@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny random SAM models that run in milliseconds on a CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from napari_sam.engine.loader import SamModel, wrap_model
+from napari_sam.model.build import SamConfig, build_sam
+
+TINY = SamConfig(
+    image_size=64,
+    patch_size=8,
+    embed_dim=32,
+    depth=2,
+    num_heads=2,
+    window_size=4,
+    global_attn_indexes=(1,),
+    prompt_embed_dim=32,
+    decoder_mlp_dim=64,
+    decoder_num_heads=2,
+    iou_head_hidden_dim=32,
+)
+
+
+@pytest.fixture
+def tiny_config() -> SamConfig:
+    return TINY
+
+
+@pytest.fixture
+def tiny_model() -> SamModel:
+    """A tiny random-weight SAM (64² input, 8×8 token grid), fp32 on CPU."""
+    torch.manual_seed(0)
+    return wrap_model(build_sam(TINY), TINY, "tiny", device="cpu", precision="fp32")
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, tiny_model):
+    """The tiny model saved in napari-sam's checkpoint format (config + state dict)."""
+    path = tmp_path / "tiny.pt"
+    torch.save({"config": TINY.to_dict(), "model": tiny_model.sam.state_dict()}, path)
+    return path

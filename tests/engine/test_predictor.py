@@ -1,0 +1,141 @@
+"""Predictor behaviour on a tiny random model: shapes, API, errors, batching, flip."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sam import Predictor, load_model  # public API names
+from napari_sam.engine.transforms import boxes_to_model_xyxy, rc_to_model_xy, resized_shape
+
+
+@pytest.fixture
+def pred(tiny_model):
+    p = Predictor(tiny_model)
+    rng = np.random.default_rng(0)
+    p.set_image(rng.integers(0, 4000, (40, 64), dtype=np.uint16))  # non-square, 16 bit
+    return p
+
+
+def test_public_api_names():
+    assert callable(load_model) and Predictor.__name__ == "Predictor"
+
+
+def test_result_shapes(pred):
+    r = pred.predict(points=[[10, 20]], labels=[1])
+    assert r.masks.shape == (3, 40, 64) and r.masks.dtype == bool
+    assert r.scores.shape == (3,) and r.scores.dtype == np.float32
+    assert r.logits.shape == (3, 32, 32)  # 4 × the 8 × 8 token grid
+    r1 = pred.predict(points=[[10, 20]], labels=[1], multimask=False)
+    assert r1.masks.shape == (1, 40, 64)
+    # mask_input from a previous step is accepted and changes the result
+    r2 = pred.predict(points=[[10, 20]], labels=[1], mask_input=r.logits[r.best] * 50)
+    assert not np.allclose(r2.logits, r.logits)
+
+
+def test_embedding_shapes_and_sizes(pred, tiny_model):
+    emb = pred.embedding
+    assert tuple(emb.features.shape) == (1, 32, 8, 8)
+    assert emb.original_size == (40, 64)
+    assert emb.input_size == resized_shape(40, 64, 64) == (40, 64)
+    assert emb.model_hash == tiny_model.weights_hash
+
+
+def test_set_embedding_roundtrip(pred, tiny_model):
+    r = pred.predict(box=[5, 5, 30, 40])
+    emb = pred.embedding
+    p2 = Predictor(tiny_model)
+    p2.set_embedding(emb)
+    r2 = p2.predict(box=[5, 5, 30, 40])
+    assert np.array_equal(r.masks, r2.masks)
+    np.testing.assert_array_equal(r.logits, r2.logits)
+
+
+def test_set_embedding_from_other_weights_refused(pred, tiny_model):
+    emb = dataclasses.replace(pred.embedding, model_hash="0" * 64)
+    with pytest.raises(ValueError, match="other model weights"):
+        Predictor(tiny_model).set_embedding(emb)
+    bad = dataclasses.replace(pred.embedding, features=torch.zeros(1, 16, 8, 8))
+    with pytest.raises(ValueError, match="shape"):
+        Predictor(tiny_model).set_embedding(bad)
+
+
+def test_predict_before_image(tiny_model):
+    with pytest.raises(RuntimeError, match="set_image"):
+        Predictor(tiny_model).predict(points=[[1, 1]], labels=[1])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({}, "no prompt"),
+        ({"points": [[1, 1]]}, "together"),
+        ({"points": [[1, 1, 1]], "labels": [1]}, r"shape \(N, 2\)"),
+        ({"points": [[1, 1]], "labels": [1, 0]}, "one per point"),
+        ({"points": [[1, 1]], "labels": [2]}, "1 \\(positive\\) or 0"),
+        ({"points": [[50, 1]], "labels": [1]}, "outside the slice"),
+        ({"points": [[1, -3]], "labels": [1]}, "outside the slice"),
+        ({"points": [[np.nan, 1]], "labels": [1]}, "finite"),
+        ({"box": [10, 10, 5, 20]}, "inverted or has zero area"),
+        ({"box": [10, 10, 10, 20]}, "inverted or has zero area"),
+        ({"box": [10, 10, 20]}, r"shape \(4,\)"),
+        ({"box": [0, 0, 39, 80]}, "outside the slice"),
+        ({"mask_input": np.zeros((64, 64))}, "low-res logits"),
+        ({"points": [[1, 1], [2]], "labels": [1, 1]}, "ragged|numeric"),
+    ],
+)
+def test_bad_prompts_raise_clear_value_errors(pred, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        pred.predict(**kwargs)
+
+
+def test_batch_equals_individual(pred):
+    boxes = np.array([[2, 3, 20, 30], [10, 10, 39, 60], [0, 0, 15, 15]], float)
+    pts = np.array([[[5, 5]], [[20, 30]], [[7, 8]]], float)
+    lab = np.ones((3, 1), int)
+    rb = pred.predict_batch(points=pts, labels=lab, boxes=boxes, multimask=False)
+    assert rb.masks.shape == (3, 1, 40, 64)
+    for i in range(3):
+        ri = pred.predict(points=pts[i], labels=lab[i], box=boxes[i], multimask=False)
+        np.testing.assert_allclose(rb.logits[i], ri.logits, atol=1e-5)
+        assert np.array_equal(rb.masks[i], ri.masks)
+
+
+def test_batch_sizes_must_agree(pred):
+    with pytest.raises(ValueError, match="batch size"):
+        pred.predict_batch(
+            points=np.zeros((2, 1, 2)), labels=np.ones((2, 1)), boxes=[[0, 0, 5, 5]]
+        )
+
+
+def test_the_flip_non_square_scaled():
+    """(row, col) of a 300 × 500 slice → (x, y) in a 1024-long-side model input."""
+    original = (300, 500)
+    input_size = resized_shape(*original, 1024)
+    assert input_size == (614, 1024)
+    xy = rc_to_model_xy(np.array([[150.0, 250.0], [0.0, 499.0]]), original, input_size)
+    np.testing.assert_allclose(xy[0], [250 * 1024 / 500, 150 * 614 / 300])
+    np.testing.assert_allclose(xy[1], [499 * 1024 / 500, 0.0])
+    box = boxes_to_model_xyxy(np.array([[10.0, 20.0, 30.0, 40.0]]), original, input_size)
+    sx, sy = 1024 / 500, 614 / 300
+    np.testing.assert_allclose(box[0], [20 * sx, 10 * sy, 40 * sx, 30 * sy])
+
+
+def test_point_location_drives_the_prompt_encoder(tiny_model):
+    """A point at (row, col) reaches the prompt encoder as x=col, y=row (the one flip)."""
+    seen = {}
+    enc = tiny_model.sam.prompt_encoder
+    orig = enc.forward
+
+    def spy(points, boxes, masks):
+        seen["xy"] = points[0].clone()
+        return orig(points, boxes, masks)
+
+    enc.forward = spy
+    p = Predictor(tiny_model)
+    p.set_image(np.zeros((32, 64), np.uint8))  # resized to 32 × 64 (long side 64)
+    p.predict(points=[[3.0, 50.0]], labels=[1])
+    assert seen["xy"].tolist() == [[[50.0, 3.0]]]

@@ -1,0 +1,159 @@
+"""Checkpoint loading: formats accepted, and every failure gives a clear message."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from napari_sam.engine.loader import load_model
+from napari_sam.model.build import CONFIGS, build_sam, config_name, infer_config
+from napari_sam.model.checkpoint import CheckpointError, load_sam_checkpoint
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.sam.state_dict().items()}
+
+
+def _same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("wrapper", [None, "model_state", "state_dict", "model"])
+@pytest.mark.parametrize("prefix", ["", "module.", "sam."])
+def test_wrapped_and_prefixed_checkpoints_load(tmp_path, tiny_model, tiny_config, wrapper, prefix):
+    sd = {prefix + k: v for k, v in _state(tiny_model).items()}
+    obj = sd if wrapper is None else {wrapper: sd, "epoch": 3}
+    path = tmp_path / "ckpt.pth"
+    torch.save(obj, path)
+    sam, cfg = load_sam_checkpoint(path, tiny_config)
+    assert cfg == tiny_config
+    assert _same_weights(sam, tiny_model.sam)
+
+
+def test_type_inferred_from_shapes(tmp_path, tiny_config):
+    """Everything but the decoder head count is in the shapes; a bare state dict gets
+    SAM's 8 decoder heads (our own checkpoints store their config)."""
+    import dataclasses
+
+    cfg8 = dataclasses.replace(tiny_config, decoder_num_heads=8)
+    model = build_sam(cfg8)
+    path = tmp_path / "bare.pth"
+    torch.save(model.state_dict(), path)
+    sam, cfg = load_sam_checkpoint(path)  # no type given, no stored config
+    assert cfg == cfg8
+    assert _same_weights(sam, model)
+
+
+@pytest.mark.parametrize("name", ["vit_b", "vit_l", "vit_h"])
+def test_published_types_inferred(name):
+    with torch.device("meta"):
+        sd = build_sam(name).state_dict()
+    assert config_name(infer_config(sd)) == name
+
+
+def test_stored_config_is_used(tiny_checkpoint, tiny_config):
+    sam, cfg = load_sam_checkpoint(tiny_checkpoint)
+    assert cfg == tiny_config
+    assert sam.image_size == 64 and sam.embedding_size == (8, 8)
+
+
+def test_load_model_from_checkpoint(tiny_checkpoint, tiny_model):
+    m = load_model("tiny", checkpoint=tiny_checkpoint, device="cpu", precision="fp32")
+    assert m.precision == "fp32" and m.device.type == "cpu" and m.name == "tiny"
+    assert m.weights_hash == tiny_model.weights_hash
+    assert len(m.weights_hash) == 64
+
+
+def test_missing_unexpected_and_shape_mismatch_named(tmp_path, tiny_model, tiny_config):
+    sd = _state(tiny_model)
+    del sd["mask_decoder.iou_token.weight"]
+    sd["mask_decoder.extra.weight"] = torch.zeros(3)
+    sd["prompt_encoder.not_a_point_embed.weight"] = torch.zeros(1, 7)
+    path = tmp_path / "bad.pth"
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError) as err:
+        load_sam_checkpoint(path, tiny_config)
+    msg = str(err.value)
+    assert "1 missing keys: mask_decoder.iou_token.weight" in msg
+    assert "1 unexpected keys: mask_decoder.extra.weight" in msg
+    assert "prompt_encoder.not_a_point_embed.weight: checkpoint (1, 7) vs model (1, 32)" in msg
+
+
+def test_wrong_architecture_named(tmp_path, tiny_model):
+    path = tmp_path / "tiny.pth"
+    torch.save(_state(tiny_model), path)
+    with pytest.raises(CheckpointError, match="shape mismatches"):
+        load_sam_checkpoint(path, "vit_b")
+
+
+def test_truncated_file(tmp_path, tiny_checkpoint):
+    data = tiny_checkpoint.read_bytes()
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or not a PyTorch checkpoint"):
+        load_sam_checkpoint(cut)
+
+
+def test_not_a_checkpoint(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("these are my notes, not weights\n" * 20)
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        load_sam_checkpoint(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_sam_checkpoint(tmp_path / "nope.pth")
+
+
+class _Evil:
+    """Unpickling this would run code (create a marker file)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickle_needing_code_execution_is_refused(tmp_path, tiny_model):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"model": _state(tiny_model), "payload": _Evil(str(marker))}, path)
+    with pytest.raises(CheckpointError, match="need code execution"):
+        load_sam_checkpoint(path)
+    assert not marker.exists(), "the pickle payload ran"
+    raw = tmp_path / "raw.pkl"
+    raw.write_bytes(pickle.dumps(_Evil(str(marker))))
+    with pytest.raises(CheckpointError):
+        load_sam_checkpoint(raw)
+    assert not marker.exists()
+
+
+def test_non_tensor_entries_rejected(tmp_path):
+    path = tmp_path / "odd.pth"
+    torch.save({"image_encoder.pos_embed": [1, 2, 3]}, path)
+    with pytest.raises(CheckpointError, match="not a tensor"):
+        load_sam_checkpoint(path)
+
+
+def test_not_sam_state_dict(tmp_path):
+    path = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(CheckpointError, match="not a SAM state dict"):
+        load_sam_checkpoint(path)
+
+
+def test_published_architectures_match_official_keys_and_shapes():
+    """Our vit_b/l/h/t have exactly the official parameter names and shapes."""
+    segment_anything = pytest.importorskip("segment_anything")
+    for name in ["vit_b", "vit_l", "vit_h"]:
+        with torch.device("meta"):
+            ours = build_sam(CONFIGS[name]).state_dict()
+            theirs = segment_anything.sam_model_registry[name]().state_dict()
+        assert {k: tuple(v.shape) for k, v in ours.items()} == {
+            k: tuple(v.shape) for k, v in theirs.items()
+        }, name
