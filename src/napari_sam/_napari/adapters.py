@@ -1,0 +1,166 @@
+"""napari layer adapters: the current 2D slice, prompts on it in (row, col), prompt
+layers that follow the image layer's transform.
+
+Every mapping between layers goes prompt layer data → world (``data_to_world``) →
+image data (``world_to_data``), so prompt layers with any scale / translate work.
+The 2D slice is addressed by the integer index tuple over the image's non-displayed
+data axes (e.g. (t, z)); displayed axes must be the image's last two spatial axes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from napari.layers import Image, Points, Shapes
+
+from .constants import (
+    BOX_EDGE_COLOR,
+    BOXES_LAYER,
+    NEGATIVE_COLOR,
+    POINTS_LAYER,
+    POSITIVE_COLOR,
+    POSITIVE_FEATURE,
+)
+
+
+@dataclass(frozen=True)
+class SliceContext:
+    """The slice of ``image`` shown now.
+
+    index: ints over the image's non-spatial data axes (channel axis included), in
+    axis order; spatial: the two displayed data axes (row, col); shape: (H, W).
+    """
+
+    index: tuple[int, ...]
+    spatial: tuple[int, int]
+    shape: tuple[int, int]
+    rgb: bool
+
+    @property
+    def key(self) -> tuple[int, ...]:
+        return self.index
+
+
+def spatial_ndim(layer: Image) -> int:
+    """Number of non-RGB data axes of an image layer."""
+    return layer.ndim  # napari's Image.ndim excludes the RGB axis
+
+
+def current_slice(viewer, layer: Image) -> SliceContext:
+    """Slice of ``layer`` at the viewer's current position.
+
+    Raises ValueError when the view is 3D or the displayed axes are not the layer's
+    last two axes (transposed views are not supported).
+    """
+    if viewer.dims.ndisplay != 2:
+        raise ValueError("switch the viewer to 2D to segment (napari-sam works on slices)")
+    nd = spatial_ndim(layer)
+    offset = viewer.dims.ndim - nd
+    displayed = tuple(a - offset for a in viewer.dims.displayed)
+    if displayed != (nd - 2, nd - 1):
+        raise ValueError("the displayed axes must be the image's last two (undo transposes)")
+    pos = layer.world_to_data(viewer.dims.point)
+    shape = layer.data.shape[:nd]
+    index = tuple(int(np.clip(np.round(pos[a]), 0, shape[a] - 1)) for a in range(nd - 2))
+    return SliceContext(index, (nd - 2, nd - 1), (shape[-2], shape[-1]), bool(layer.rgb))
+
+
+def slice_data(layer: Image, ctx: SliceContext) -> np.ndarray:
+    """The slice as numpy: (H, W) or (H, W, 3|4) for RGB. Reads only that slice."""
+    return np.asarray(layer.data[ctx.index])
+
+
+def _to_image_data(prompt_layer, image: Image, coords: np.ndarray) -> np.ndarray:
+    """(N, D) prompt-layer data coords → (N, image ndim) image data coords."""
+    if len(coords) == 0:
+        return np.zeros((0, spatial_ndim(image)))
+    world = np.array([prompt_layer.data_to_world(c) for c in coords])
+    return np.array([image.world_to_data(w) for w in world])
+
+
+def _on_slice(coords: np.ndarray, ctx: SliceContext) -> np.ndarray:
+    """Boolean (N,): which image-data coords round to the current slice index."""
+    if coords.shape[1] == 2:
+        return np.ones(len(coords), bool)
+    return np.all(np.round(coords[:, :-2]).astype(int) == np.array(ctx.index), axis=1)
+
+
+def points_on_slice(
+    points: Points, image: Image, ctx: SliceContext
+) -> tuple[np.ndarray, np.ndarray]:
+    """Points on the current slice as (N, 2) (row, col) image pixels and (N,) labels
+    (1 positive, 0 negative, from the ``positive`` feature)."""
+    data = _to_image_data(points, image, np.asarray(points.data))
+    if len(data) == 0:
+        return np.zeros((0, 2)), np.zeros(0, int)
+    keep = _on_slice(data, ctx)
+    pos = np.asarray(points.features[POSITIVE_FEATURE], bool)
+    return data[keep][:, -2:], pos[keep].astype(int)
+
+
+def boxes_on_slice(shapes: Shapes, image: Image, ctx: SliceContext) -> np.ndarray:
+    """Rectangles on the current slice as (B, 4) (row_min, col_min, row_max, col_max)."""
+    out = []
+    for verts, kind in zip(shapes.data, shapes.shape_type, strict=True):
+        if kind != "rectangle":
+            continue
+        data = _to_image_data(shapes, image, np.asarray(verts))
+        if not _on_slice(data, ctx).all():
+            continue
+        rc = data[:, -2:]
+        out.append([*rc.min(axis=0), *rc.max(axis=0)])
+    return np.array(out, float).reshape(-1, 4)
+
+
+def clip_box(box: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Clip a box to the slice (users draw past the edge)."""
+    h, w = shape
+    lo = np.array([-0.5, -0.5, -0.5, -0.5])
+    hi = np.array([h - 0.5, w - 0.5, h - 0.5, w - 0.5])
+    return np.clip(box, lo, hi)
+
+
+def prompt_layer_kwargs(image: Image) -> dict:
+    """Geometry of ``image`` for a prompt layer: same ndim, scale, translate, rotate,
+    shear, affine, units — so prompts land on the right pixels."""
+    return {
+        "ndim": spatial_ndim(image),
+        "scale": image.scale,
+        "translate": image.translate,
+        "rotate": image.rotate,
+        "shear": image.shear,
+        "affine": image.affine.affine_matrix,
+    }
+
+
+def add_points_layer(viewer, image: Image) -> Points:
+    """Points layer whose ``positive`` feature (not a colour) holds the polarity."""
+    layer = viewer.add_points(
+        name=POINTS_LAYER,
+        features={POSITIVE_FEATURE: np.zeros(0, bool)},
+        feature_defaults={POSITIVE_FEATURE: True},
+        face_color=POSITIVE_FEATURE,
+        face_color_cycle={True: POSITIVE_COLOR, False: NEGATIVE_COLOR},
+        border_color="white",
+        size=max(3.0, min(spatial_shape(image)) / 60),
+        **prompt_layer_kwargs(image),
+    )
+    layer.mode = "add"
+    return layer
+
+
+def add_boxes_layer(viewer, image: Image) -> Shapes:
+    layer = viewer.add_shapes(
+        name=BOXES_LAYER,
+        edge_color=BOX_EDGE_COLOR,
+        face_color="transparent",
+        edge_width=max(1.0, min(spatial_shape(image)) / 300),
+        **prompt_layer_kwargs(image),
+    )
+    return layer
+
+
+def spatial_shape(image: Image) -> tuple[int, int]:
+    shape = image.data.shape[: spatial_ndim(image)]
+    return int(shape[-2]), int(shape[-1])

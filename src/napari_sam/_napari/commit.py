@@ -1,0 +1,81 @@
+"""Writing masks into a napari Labels layer through its history (undo / redo).
+
+One user action (a commit, an automatic segmentation, a propagation) is one undo step:
+all writes go through ``Labels.data_setitem`` inside ``Labels.block_history()``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Image, Labels
+
+from ..engine.labels import next_free_id
+from .adapters import SliceContext, spatial_ndim
+from .constants import LABELS_LAYER
+
+
+def labels_shape(image: Image) -> tuple[int, ...]:
+    return tuple(image.data.shape[: spatial_ndim(image)])
+
+
+def add_labels_layer(viewer, image: Image, name: str = LABELS_LAYER) -> Labels:
+    """An empty uint32 Labels layer with the image's shape, scale, translate and affine."""
+    return viewer.add_labels(
+        np.zeros(labels_shape(image), dtype=np.uint32),
+        name=name,
+        scale=image.scale,
+        translate=image.translate,
+        rotate=image.rotate,
+        shear=image.shear,
+        affine=image.affine.affine_matrix,
+    )
+
+
+def check_compatible(labels: Labels, image: Image) -> None:
+    """Labels must have the image's (non-RGB) shape."""
+    if tuple(labels.data.shape) != labels_shape(image):
+        raise ValueError(
+            f"labels layer {labels.name!r} has shape {tuple(labels.data.shape)}, the image "
+            f"{image.name!r} has {labels_shape(image)}; choose or create a matching one"
+        )
+
+
+def commit_slice_mask(
+    labels: Labels, mask: np.ndarray, ctx: SliceContext, overwrite: bool = False
+) -> int | None:
+    """Write a 2D mask (H, W) on slice ``ctx`` as a new object (next free id).
+
+    Existing objects are kept unless ``overwrite``. Returns the id, or None when
+    nothing was written (empty mask, or covered entirely by existing objects).
+    """
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return None
+    current = np.asarray(labels.data[ctx.index])
+    if not overwrite:
+        free = current[rows, cols] == 0
+        rows, cols = rows[free], cols[free]
+        if rows.size == 0:
+            return None
+    label_id = next_free_id(np.asarray(labels.data))
+    lead = tuple(np.full(rows.size, i, dtype=np.intp) for i in ctx.index)
+    with labels.block_history():
+        labels.data_setitem((*lead, rows, cols), label_id)
+    labels.selected_label = label_id
+    return label_id
+
+
+def write_volume(labels: Labels, result: np.ndarray, overwrite: bool = False) -> int:
+    """Write a whole label volume (same shape) as ONE undo step; 0 in ``result`` leaves
+    the labels as they are. Returns the number of pixels changed."""
+    if result.shape != labels.data.shape:
+        raise ValueError(f"result shape {result.shape} ≠ labels shape {labels.data.shape}")
+    target = result > 0
+    if not overwrite:
+        target &= np.asarray(labels.data) == 0
+    idx = np.nonzero(target)
+    if idx[0].size == 0:
+        return 0
+    with labels.block_history():
+        labels.data_setitem(idx, result[idx])
+    return int(idx[0].size)

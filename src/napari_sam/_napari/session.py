@@ -1,0 +1,130 @@
+"""The widget's state without Qt: model, embedding store, in-memory embeddings, and the
+prompt → mask step. All methods may run in worker threads; nothing here touches layers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..engine.image import Normalization
+from ..engine.loader import SamModel
+from ..engine.predictor import Embedding, Predictor
+from .constants import MEMORY_CACHE_SLICES
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A predicted mask for the slice ``index`` (H, W) bool, with its score and the
+    request number that produced it (newer requests win)."""
+
+    index: tuple[int, ...]
+    mask: np.ndarray
+    score: float
+    request: int
+
+
+class SegmentationSession:
+    """One image layer + one model: embeddings (zarr store + RAM) and predictions.
+
+    image: the layer's data (numpy / dask / zarr; read slice by slice).
+    store_path: zarr store for the embeddings, or None for RAM only.
+    """
+
+    def __init__(
+        self,
+        model: SamModel,
+        image: Any,
+        rgb: bool,
+        store_path: str | Path | None,
+        normalization: Normalization | None = None,
+    ) -> None:
+        self.model = model
+        self.image = image
+        self.normalization = normalization or Normalization()
+        self._predictor = Predictor(model, self.normalization)
+        self._ram: OrderedDict[tuple[int, ...], Embedding] = OrderedDict()
+        self._lock = threading.Lock()  # guards _ram only, never held while computing
+        self.store = None
+        if store_path is not None:
+            from ..store import EmbeddingStore, SliceLayout
+
+            layout = SliceLayout.for_shape(image.shape, rgb=rgb)
+            self.store = EmbeddingStore.open(
+                store_path,
+                model,
+                image=image,
+                layout=layout,
+                normalization=self.normalization,
+                on_mismatch="recompute",
+            )
+
+    # ------------------------------------------------------------------ embeddings
+    def cached(self, index: tuple[int, ...]) -> Embedding | None:
+        """Embedding from RAM only (cheap: safe on the GUI thread)."""
+        with self._lock:
+            emb = self._ram.get(index)
+            if emb is not None:
+                self._ram.move_to_end(index)
+            return emb
+
+    def _remember(self, index: tuple[int, ...], emb: Embedding) -> None:
+        with self._lock:
+            self._ram[index] = emb
+            self._ram.move_to_end(index)
+            while len(self._ram) > MEMORY_CACHE_SLICES:
+                self._ram.popitem(last=False)
+
+    def embedding(self, index: tuple[int, ...]) -> Embedding:
+        """RAM → zarr store → encoder (then written to the store). Worker threads only."""
+        emb = self.cached(index)
+        if emb is not None:
+            return emb
+        data = np.asarray(self.image[index])
+        if self.store is not None:
+            emb = self.store.get(index, data)
+        if emb is None:
+            emb = self._predictor.compute_embedding(data)
+            if self.store is not None:
+                self.store.put(index, emb, data)
+        self._remember(index, emb)
+        return emb
+
+    def precompute(self, indices: list[tuple[int, ...]]) -> Iterator[tuple[int, int]]:
+        """Compute missing embeddings into the store; yields (done, total)."""
+        todo = indices if self.store is None else self.store.missing(indices)
+        total = len(todo)
+        yield 0, total
+        for i, index in enumerate(todo, 1):
+            self.embedding(index)
+            yield i, total
+
+    # ------------------------------------------------------------------- predict
+    def predict(
+        self,
+        index: tuple[int, ...],
+        emb: Embedding,
+        points: np.ndarray,
+        labels: np.ndarray,
+        box: np.ndarray | None,
+        request: int,
+    ) -> Preview:
+        """Mask for one object from the prompts of one slice. A single click without a
+        box uses SAM's 3 candidate masks and keeps the best-scored one."""
+        p = Predictor(self.model, self.normalization)
+        p.set_embedding(emb)
+        multimask = box is None and len(points) == 1
+        r = p.predict(
+            points=points if len(points) else None,
+            labels=labels if len(points) else None,
+            box=box,
+            multimask=multimask,
+        )
+        best = r.best
+        return Preview(index, r.masks[best], float(r.scores[best]), request)

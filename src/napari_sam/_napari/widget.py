@@ -1,0 +1,397 @@
+"""The napari-sam dock widget: click / box prompts → live mask preview → commit to a
+Labels layer (undoable). Every expensive step (model loading, image encoder, decoder,
+precompute) runs in a napari ``thread_worker``; the GUI thread only reads prompts and
+writes labels."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import adapters, commit
+from .constants import (
+    KEY_CLEAR,
+    KEY_COMMIT,
+    KEY_TOGGLE_POLARITY,
+    POSITIVE_FEATURE,
+    PREVIEW_COLOR,
+    PREVIEW_DEBOUNCE_MS,
+    PREVIEW_LAYER,
+)
+from .session import Preview, SegmentationSession
+
+NEW_LABELS = "<new labels layer>"
+
+
+class SamWidget(QWidget):
+    """Dock widget. ``napari_viewer`` is injected by napari."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session: SegmentationSession | None = None
+        self.points = self.boxes = self.preview_layer = None
+        self.preview: Preview | None = None
+        self._requests = itertools.count(1)
+        self._latest = 0
+        self._embedding_jobs: set[tuple[int, ...]] = set()
+        self._workers: set = set()
+        self._precompute_worker = None
+        self._timer = QTimer(self, singleShot=True, interval=PREVIEW_DEBOUNCE_MS)
+        self._timer.timeout.connect(self.update_preview)
+        self._build_ui()
+        self.viewer.layers.events.inserted.connect(self._refresh_layer_lists)
+        self.viewer.layers.events.removed.connect(self._refresh_layer_lists)
+        self.viewer.dims.events.current_step.connect(self._on_slice_change)
+        self._refresh_layer_lists()
+
+    # ------------------------------------------------------------------------- UI
+    def _build_ui(self) -> None:
+        from .. import weights
+
+        self.image_combo = QComboBox()
+        self.labels_combo = QComboBox()
+        self.model_combo = QComboBox()
+        names = weights.available_models()
+        self.model_combo.addItems(sorted(names, key=lambda n: (n != "demo", n)))
+        self.checkpoint_edit = QLineEdit(placeholderText="optional: checkpoint file")
+        browse = QPushButton("…", clicked=self._browse_checkpoint)
+        ck = QHBoxLayout()
+        ck.addWidget(self.checkpoint_edit)
+        ck.addWidget(browse)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.precision_combo = QComboBox()
+        self.precision_combo.addItems(["auto", "fp32", "bf16"])
+        self.store_edit = QLineEdit(placeholderText="embedding store: default user cache")
+        self.ram_only = QCheckBox("keep embeddings in RAM only (no zarr store)")
+        self.load_button = QPushButton("Load model", clicked=self.load_model)
+        self.overwrite_check = QCheckBox("overwrite existing objects")
+        self.commit_button = QPushButton(f"Commit [{KEY_COMMIT}]", clicked=self.commit)
+        self.clear_button = QPushButton(f"Clear [{KEY_CLEAR}]", clicked=self.clear_prompts)
+        self.precompute_button = QPushButton("Precompute all slices", clicked=self.precompute)
+        self.cancel_button = QPushButton("Cancel", clicked=self.cancel_precompute)
+        self.status = QLabel("Load a model to start.", wordWrap=True)
+
+        form = QFormLayout()
+        form.addRow("image", self.image_combo)
+        form.addRow("labels", self.labels_combo)
+        form.addRow("model", self.model_combo)
+        form.addRow("", ck)
+        form.addRow("device", self.device_combo)
+        form.addRow("precision", self.precision_combo)
+        form.addRow("store", self.store_edit)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.ram_only)
+        lay.addWidget(self.load_button)
+        row = QHBoxLayout()
+        row.addWidget(self.commit_button)
+        row.addWidget(self.clear_button)
+        lay.addLayout(row)
+        lay.addWidget(self.overwrite_check)
+        row2 = QHBoxLayout()
+        row2.addWidget(self.precompute_button)
+        row2.addWidget(self.cancel_button)
+        lay.addLayout(row2)
+        lay.addWidget(self.status)
+        lay.addStretch()
+        self.cancel_button.setEnabled(False)
+
+    def _browse_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "SAM checkpoint", "", "*.pt *.pth")
+        if path:
+            self.checkpoint_edit.setText(path)
+
+    def _refresh_layer_lists(self, event=None) -> None:
+        for combo, kind, extra in (
+            (self.image_combo, Image, []),
+            (self.labels_combo, Labels, [NEW_LABELS]),
+        ):
+            current = combo.currentText()
+            combo.clear()
+            combo.addItems(extra + [ly.name for ly in self.viewer.layers if isinstance(ly, kind)])
+            if current and combo.findText(current) >= 0:
+                combo.setCurrentText(current)
+
+    def set_status(self, text: str) -> None:
+        self.status.setText(text)
+
+    @property
+    def image_layer(self) -> Image | None:
+        name = self.image_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    # ---------------------------------------------------------------- model + store
+    def load_model(self) -> None:
+        """Load the chosen model in a worker, then open the embedding store."""
+        image = self.image_layer
+        if image is None:
+            self.set_status("Add an image layer first.")
+            return
+        if image.multiscale:
+            self.set_status("Multiscale images are not supported yet; open level 0.")
+            return
+        name = self.model_combo.currentText()
+        ckpt = self.checkpoint_edit.text().strip() or None
+        device, precision = self.device_combo.currentText(), self.precision_combo.currentText()
+        store = None if self.ram_only.isChecked() else (self.store_edit.text().strip() or "")
+
+        def job():
+            from ..engine.loader import load_model
+
+            model = load_model(name, checkpoint=ckpt, device=device, precision=precision)
+            path = store
+            if path == "":
+                from ..store import default_store_path
+
+                src = image.source.path or f"layer-{image.name}-{id(image.data)}"
+                path = default_store_path(src, model.name, precision=model.precision)
+            return SegmentationSession(model, image.data, bool(image.rgb), path)
+
+        self.load_button.setEnabled(False)
+        self.set_status(f"Loading {name} …")
+        self._start(job, self._on_session, done=lambda: self.load_button.setEnabled(True))
+
+    def _on_session(self, session: SegmentationSession) -> None:
+        self.session = session
+        self._ensure_prompt_layers()
+        m = session.model
+        where = session.store.path if session.store is not None else "RAM"
+        self.set_status(f"{m.name} on {m.device} ({m.precision}); embeddings: {where}")
+        self.schedule_preview()
+
+    def _start(self, fn, on_result, *args, done=None, progress=None):
+        worker = create_worker(fn, *args, _progress=progress)
+        worker.returned.connect(on_result)
+        worker.errored.connect(lambda err: self.set_status(f"Error: {err}"))
+        self._workers.add(worker)
+        worker.finished.connect(lambda: self._workers.discard(worker))
+        if done is not None:
+            worker.finished.connect(done)
+        worker.start()
+        return worker
+
+    # ------------------------------------------------------------------- prompts
+    def _ensure_prompt_layers(self) -> None:
+        image = self.image_layer
+        if self.points is None or self.points not in self.viewer.layers:
+            self.points = adapters.add_points_layer(self.viewer, image)
+            self.points.events.data.connect(self.schedule_preview)
+            self.points.bind_key(KEY_TOGGLE_POLARITY, self._toggle_polarity, overwrite=True)
+        if self.boxes is None or self.boxes not in self.viewer.layers:
+            self.boxes = adapters.add_boxes_layer(self.viewer, image)
+            self.boxes.events.data.connect(self.schedule_preview)
+            self.boxes.mode = "add_rectangle"
+        for layer in (self.points, self.boxes):
+            layer.bind_key(KEY_COMMIT, lambda _l: self.commit(), overwrite=True)
+            layer.bind_key(KEY_CLEAR, lambda _l: self.clear_prompts(), overwrite=True)
+        self.viewer.layers.selection.active = self.points
+
+    def _toggle_polarity(self, layer=None) -> None:
+        positive = not bool(self.points.feature_defaults[POSITIVE_FEATURE].iloc[0])
+        self.points.feature_defaults = {POSITIVE_FEATURE: positive}
+        self.set_status("next clicks: " + ("positive" if positive else "negative"))
+
+    def clear_prompts(self) -> None:
+        """Discard prompts and preview."""
+        if self.points is not None:
+            self.points.data = np.zeros((0, self.points.ndim))
+        if self.boxes is not None:
+            self.boxes.data = []
+        self._show_preview(None)
+
+    def _on_slice_change(self, event=None) -> None:
+        self._show_preview(None)
+        self.schedule_preview()
+
+    def schedule_preview(self, event=None) -> None:
+        """Debounce prompt / slice changes; the newest request wins."""
+        self._timer.start()
+
+    def update_preview(self) -> None:
+        """Read prompts on the current slice (GUI thread, cheap), then decode in a worker."""
+        image, session = self.image_layer, self.session
+        if session is None or image is None or self.points is None:
+            return
+        try:
+            ctx = adapters.current_slice(self.viewer, image)
+        except ValueError as err:
+            self.set_status(str(err))
+            return
+        pts, lab = adapters.points_on_slice(self.points, image, ctx)
+        boxes = adapters.boxes_on_slice(self.boxes, image, ctx)
+        if len(pts) == 0 and len(boxes) == 0:
+            self._show_preview(None)
+            return
+        box = adapters.clip_box(boxes[-1], ctx.shape) if len(boxes) else None
+        if len(pts) and not lab.any() and box is None:
+            self._show_preview(None)
+            self.set_status("only negative clicks on this slice: add a positive one or a box")
+            return
+        emb = session.cached(ctx.index)
+        if emb is None:
+            self._request_embedding(ctx.index)
+            return
+        request = next(self._requests)
+        self._latest = request
+        self._start(session.predict, self._on_preview, ctx.index, emb, pts, lab, box, request)
+
+    def _request_embedding(self, index: tuple[int, ...]) -> None:
+        if index in self._embedding_jobs:
+            return
+        self._embedding_jobs.add(index)
+        self.set_status(f"encoding slice {index} …")
+
+        def done(_emb=None, index=index):
+            self._embedding_jobs.discard(index)
+
+        def ready(_emb, index=index):
+            done()
+            self.set_status(f"slice {index} encoded")
+            self.schedule_preview()
+
+        w = self._start(self.session.embedding, ready, index, done=done)
+        w.errored.connect(done)
+
+    def _on_preview(self, preview: Preview) -> None:
+        if preview.request != self._latest:
+            return  # a newer request is on its way; drop this stale one
+        image = self.image_layer
+        try:
+            ctx = adapters.current_slice(self.viewer, image)
+        except ValueError:
+            return
+        if ctx.index != preview.index:
+            return
+        self._show_preview(preview)
+        self.set_status(f"preview: {int(preview.mask.sum())} px, predicted IoU {preview.score:.2f}")
+
+    def _show_preview(self, preview: Preview | None) -> None:
+        self.preview = preview
+        image = self.image_layer
+        if image is None:
+            return
+        h, w = adapters.spatial_shape(image)
+        data = np.zeros((h, w), np.uint8) if preview is None else preview.mask.astype(np.uint8)
+        if self.preview_layer is None or self.preview_layer not in self.viewer.layers:
+            from napari.utils import DirectLabelColormap
+
+            self.preview_layer = self.viewer.add_labels(
+                data,
+                name=PREVIEW_LAYER,
+                scale=image.scale[-2:],
+                translate=image.translate[-2:],
+                opacity=0.5,
+                colormap=DirectLabelColormap(color_dict={None: "transparent", 1: PREVIEW_COLOR}),
+            )
+            if self.points is not None:
+                self.viewer.layers.selection.active = self.points
+        else:
+            self.preview_layer.data = data
+
+    # -------------------------------------------------------------------- commit
+    def target_labels(self) -> Labels:
+        image = self.image_layer
+        name = self.labels_combo.currentText()
+        if name == NEW_LABELS or name not in self.viewer.layers:
+            layer = commit.add_labels_layer(self.viewer, image)
+            self.labels_combo.setCurrentText(layer.name)
+            if self.points is not None:
+                self.viewer.layers.selection.active = self.points
+            return layer
+        layer = self.viewer.layers[name]
+        commit.check_compatible(layer, image)
+        return layer
+
+    def commit(self) -> int | None:
+        """Write the preview as a new object (next free id), one undo step; clear prompts."""
+        if self.preview is None:
+            self.set_status("nothing to commit: add a click or a box first")
+            return None
+        image = self.image_layer
+        ctx = adapters.current_slice(self.viewer, image)
+        if ctx.index != self.preview.index:
+            self.set_status("the preview belongs to another slice; not committed")
+            return None
+        try:
+            labels = self.target_labels()
+        except ValueError as err:
+            self.set_status(str(err))
+            return None
+        label_id = commit.commit_slice_mask(
+            labels, self.preview.mask, ctx, overwrite=self.overwrite_check.isChecked()
+        )
+        self.clear_prompts()
+        self.set_status(
+            f"committed object {label_id}" if label_id else "nothing new: area already labelled"
+        )
+        return label_id
+
+    # ----------------------------------------------------------------- precompute
+    def precompute(self) -> None:
+        """Embeddings of every slice into the store, with napari progress and cancel."""
+        image, session = self.image_layer, self.session
+        if session is None:
+            self.set_status("load a model first")
+            return
+        nd = adapters.spatial_ndim(image)
+        indices = list(np.ndindex(*image.data.shape[: nd - 2]))
+
+        def job():
+            yield from session.precompute(indices)
+
+        worker = create_worker(job, _progress={"total": len(indices), "desc": "SAM embeddings"})
+        worker.yielded.connect(lambda p: self.set_status(f"precomputed {p[0]}/{p[1]} slices"))
+        worker.errored.connect(lambda err: self.set_status(f"Error: {err}"))
+        worker.finished.connect(self._precompute_finished)
+        self._precompute_worker = worker
+        self.precompute_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        worker.start()
+
+    def cancel_precompute(self) -> None:
+        if self._precompute_worker is not None:
+            self._precompute_worker.quit()
+            self.set_status("cancelling … (slices already written stay valid)")
+
+    def _precompute_finished(self) -> None:
+        self._precompute_worker = None
+        self.precompute_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    # -------------------------------------------------------------------- closing
+    def closeEvent(self, event) -> None:
+        self.release()
+        super().closeEvent(event)
+
+    def release(self) -> None:
+        """Unbind our keys and stop workers (called when the widget closes)."""
+        for layer in (self.points, self.boxes):
+            if layer is None:
+                continue
+            for key in (KEY_COMMIT, KEY_CLEAR, KEY_TOGGLE_POLARITY):
+                with contextlib.suppress(KeyError, ValueError):
+                    layer.bind_key(key, None)
+        self.cancel_precompute()
+        self._timer.stop()
+        self.viewer.dims.events.current_step.disconnect(self._on_slice_change)
+        self.viewer.layers.events.inserted.disconnect(self._refresh_layer_lists)
+        self.viewer.layers.events.removed.disconnect(self._refresh_layer_lists)
