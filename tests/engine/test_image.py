@@ -63,7 +63,7 @@ def test_bool_image():
 
 @pytest.mark.parametrize("shape", [(4,), (2, 3, 5), (2, 3, 4, 5), (0, 4)])
 def test_bad_shapes(shape):
-    with pytest.raises(ValueError, match="slice|empty"):
+    with pytest.raises(ValueError, match=r"slice|empty"):
         to_uint8_rgb(np.zeros(shape))
 
 

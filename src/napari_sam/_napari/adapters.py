@@ -36,10 +36,14 @@ class SliceContext:
     spatial: tuple[int, int]
     shape: tuple[int, int]
     rgb: bool
+    channel_axis: int | None = None
 
     @property
-    def key(self) -> tuple[int, ...]:
-        return self.index
+    def labels_index(self) -> tuple[int, ...]:
+        """The index in the Labels layer, which has no channel axis."""
+        if self.channel_axis is None:
+            return self.index
+        return self.index[: self.channel_axis] + self.index[self.channel_axis + 1 :]
 
 
 def spatial_ndim(layer: Image) -> int:
@@ -47,9 +51,11 @@ def spatial_ndim(layer: Image) -> int:
     return layer.ndim  # napari's Image.ndim excludes the RGB axis
 
 
-def current_slice(viewer, layer: Image) -> SliceContext:
+def current_slice(viewer, layer: Image, channel_axis: int | None = None) -> SliceContext:
     """Slice of ``layer`` at the viewer's current position.
 
+    channel_axis: a non-spatial axis holding channels (only axis 0 is supported: the
+    Labels layer drops it and napari aligns layers by their trailing axes).
     Raises ValueError when the view is 3D or the displayed axes are not the layer's
     last two axes (transposed views are not supported).
     """
@@ -63,7 +69,11 @@ def current_slice(viewer, layer: Image) -> SliceContext:
     pos = layer.world_to_data(viewer.dims.point)
     shape = layer.data.shape[:nd]
     index = tuple(int(np.clip(np.round(pos[a]), 0, shape[a] - 1)) for a in range(nd - 2))
-    return SliceContext(index, (nd - 2, nd - 1), (shape[-2], shape[-1]), bool(layer.rgb))
+    if channel_axis not in (None, 0) or (channel_axis == 0 and nd < 3):
+        raise ValueError("the channel axis must be the first axis of an image with ≥ 3 axes")
+    return SliceContext(
+        index, (nd - 2, nd - 1), (shape[-2], shape[-1]), bool(layer.rgb), channel_axis
+    )
 
 
 def slice_data(layer: Image, ctx: SliceContext) -> np.ndarray:

@@ -14,29 +14,32 @@ from .adapters import SliceContext, spatial_ndim
 from .constants import LABELS_LAYER
 
 
-def labels_shape(image: Image) -> tuple[int, ...]:
-    return tuple(image.data.shape[: spatial_ndim(image)])
+def labels_shape(image: Image, channel_axis: int | None = None) -> tuple[int, ...]:
+    """The image's shape without the RGB and channel axes."""
+    shape = tuple(image.data.shape[: spatial_ndim(image)])
+    return shape if channel_axis is None else shape[1:]
 
 
-def add_labels_layer(viewer, image: Image, name: str = LABELS_LAYER) -> Labels:
-    """An empty uint32 Labels layer with the image's shape, scale, translate and affine."""
+def add_labels_layer(
+    viewer, image: Image, channel_axis: int | None = None, name: str = LABELS_LAYER
+) -> Labels:
+    """An empty uint32 Labels layer with the image's shape, scale and translate (without
+    the channel axis, which must be axis 0)."""
+    drop = slice(None) if channel_axis is None else slice(1, None)
+    kwargs = {"scale": image.scale[drop], "translate": image.translate[drop]}
+    if channel_axis is None:
+        kwargs.update(rotate=image.rotate, shear=image.shear, affine=image.affine.affine_matrix)
     return viewer.add_labels(
-        np.zeros(labels_shape(image), dtype=np.uint32),
-        name=name,
-        scale=image.scale,
-        translate=image.translate,
-        rotate=image.rotate,
-        shear=image.shear,
-        affine=image.affine.affine_matrix,
+        np.zeros(labels_shape(image, channel_axis), dtype=np.uint32), name=name, **kwargs
     )
 
 
-def check_compatible(labels: Labels, image: Image) -> None:
-    """Labels must have the image's (non-RGB) shape."""
-    if tuple(labels.data.shape) != labels_shape(image):
+def check_compatible(labels: Labels, image: Image, channel_axis: int | None = None) -> None:
+    """Labels must have the image's (non-RGB, non-channel) shape."""
+    if tuple(labels.data.shape) != labels_shape(image, channel_axis):
         raise ValueError(
             f"labels layer {labels.name!r} has shape {tuple(labels.data.shape)}, the image "
-            f"{image.name!r} has {labels_shape(image)}; choose or create a matching one"
+            f"{image.name!r} needs {labels_shape(image, channel_axis)}; choose or create one"
         )
 
 
@@ -51,14 +54,14 @@ def commit_slice_mask(
     rows, cols = np.nonzero(mask)
     if rows.size == 0:
         return None
-    current = np.asarray(labels.data[ctx.index])
+    current = np.asarray(labels.data[ctx.labels_index])
     if not overwrite:
         free = current[rows, cols] == 0
         rows, cols = rows[free], cols[free]
         if rows.size == 0:
             return None
     label_id = next_free_id(np.asarray(labels.data))
-    lead = tuple(np.full(rows.size, i, dtype=np.intp) for i in ctx.index)
+    lead = tuple(np.full(rows.size, i, dtype=np.intp) for i in ctx.labels_index)
     with labels.block_history():
         labels.data_setitem((*lead, rows, cols), label_id)
     labels.selected_label = label_id

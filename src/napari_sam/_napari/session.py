@@ -87,6 +87,8 @@ class SegmentationSession:
         if emb is not None:
             return emb
         data = np.asarray(self.image[index])
+        if data.dtype.kind == "f" and not np.isfinite(data).any():
+            raise ValueError(f"slice {index} has no finite values (all NaN / inf)")
         if self.store is not None:
             emb = self.store.get(index, data)
         if emb is None:

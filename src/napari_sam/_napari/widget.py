@@ -47,6 +47,7 @@ class SamWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session: SegmentationSession | None = None
+        self._layer: Image | None = None  # the image layer the session belongs to
         self.points = self.boxes = self.preview_layer = None
         self.preview: Preview | None = None
         self._requests = itertools.count(1)
@@ -82,6 +83,13 @@ class SamWidget(QWidget):
         self.precision_combo.addItems(["auto", "fp32", "bf16"])
         self.store_edit = QLineEdit(placeholderText="embedding store: default user cache")
         self.ram_only = QCheckBox("keep embeddings in RAM only (no zarr store)")
+        self.channel_combo = QComboBox()
+        self.channel_combo.addItems(["none", "axis 0"])
+        self.channel_combo.setToolTip(
+            "non-RGB multichannel stack: the channel axis (first axis). The channel shown "
+            "is segmented; labels have no channel axis."
+        )
+        self.prefetch_check = QCheckBox("prefetch neighbouring slices", checked=True)
         self.load_button = QPushButton("Load model", clicked=self.load_model)
         self.overwrite_check = QCheckBox("overwrite existing objects")
         self.commit_button = QPushButton(f"Commit [{KEY_COMMIT}]", clicked=self.commit)
@@ -97,10 +105,12 @@ class SamWidget(QWidget):
         form.addRow("", ck)
         form.addRow("device", self.device_combo)
         form.addRow("precision", self.precision_combo)
+        form.addRow("channel axis", self.channel_combo)
         form.addRow("store", self.store_edit)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
         lay.addWidget(self.ram_only)
+        lay.addWidget(self.prefetch_check)
         lay.addWidget(self.load_button)
         row = QHBoxLayout()
         row.addWidget(self.commit_button)
@@ -121,6 +131,10 @@ class SamWidget(QWidget):
             self.checkpoint_edit.setText(path)
 
     def _refresh_layer_lists(self, event=None) -> None:
+        if self._layer is not None and self._layer not in self.viewer.layers:
+            self.session, self._layer = None, None
+            self._show_preview(None)
+            self.set_status("the image layer was removed: choose an image and load again")
         for combo, kind, extra in (
             (self.image_combo, Image, []),
             (self.labels_combo, Labels, [NEW_LABELS]),
@@ -136,8 +150,18 @@ class SamWidget(QWidget):
 
     @property
     def image_layer(self) -> Image | None:
+        """The layer being segmented (the session's), else the one chosen in the combo."""
+        if self._layer is not None and self._layer in self.viewer.layers:
+            return self._layer
         name = self.image_combo.currentText()
         return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    @property
+    def channel_axis(self) -> int | None:
+        return None if self.channel_combo.currentText() == "none" else 0
+
+    def _ctx(self) -> adapters.SliceContext:
+        return adapters.current_slice(self.viewer, self.image_layer, self.channel_axis)
 
     # ---------------------------------------------------------------- model + store
     def load_model(self) -> None:
@@ -148,6 +172,12 @@ class SamWidget(QWidget):
             return
         if image.multiscale:
             self.set_status("Multiscale images are not supported yet; open level 0.")
+            return
+        if min(adapters.spatial_shape(image)) < 2:
+            self.set_status(f"image {image.name!r} is too small to segment (needs ≥ 2×2 pixels)")
+            return
+        if self.channel_axis is not None and adapters.spatial_ndim(image) < 3:
+            self.set_status("a channel axis needs an image with at least 3 axes")
             return
         name = self.model_combo.currentText()
         ckpt = self.checkpoint_edit.text().strip() or None
@@ -168,10 +198,17 @@ class SamWidget(QWidget):
 
         self.load_button.setEnabled(False)
         self.set_status(f"Loading {name} …")
-        self._start(job, self._on_session, done=lambda: self.load_button.setEnabled(True))
+        self._start(
+            job,
+            lambda s: self._on_session(s, image),
+            done=lambda: self.load_button.setEnabled(True),
+        )
 
-    def _on_session(self, session: SegmentationSession) -> None:
-        self.session = session
+    def _on_session(self, session: SegmentationSession, image: Image) -> None:
+        if image not in self.viewer.layers:
+            self.set_status(f"image layer {image.name!r} was removed while loading; load again")
+            return
+        self.session, self._layer = session, image
         self._ensure_prompt_layers()
         m = session.model
         where = session.store.path if session.store is not None else "RAM"
@@ -232,7 +269,7 @@ class SamWidget(QWidget):
         if session is None or image is None or self.points is None:
             return
         try:
-            ctx = adapters.current_slice(self.viewer, image)
+            ctx = self._ctx()
         except ValueError as err:
             self.set_status(str(err))
             return
@@ -254,29 +291,45 @@ class SamWidget(QWidget):
         self._latest = request
         self._start(session.predict, self._on_preview, ctx.index, emb, pts, lab, box, request)
 
-    def _request_embedding(self, index: tuple[int, ...]) -> None:
-        if index in self._embedding_jobs:
+    def _request_embedding(self, index: tuple[int, ...], prefetch: bool = False) -> None:
+        """Encode a slice in a worker (store → encoder); the current slice first, then
+        (optionally) its neighbours along the last slice axis, one at a time."""
+        if index in self._embedding_jobs or self.session is None:
             return
         self._embedding_jobs.add(index)
-        self.set_status(f"encoding slice {index} …")
+        if not prefetch:
+            self.set_status(f"encoding slice {index} …")
 
-        def done(_emb=None, index=index):
+        def done(_=None, index=index):
             self._embedding_jobs.discard(index)
 
         def ready(_emb, index=index):
             done()
-            self.set_status(f"slice {index} encoded")
-            self.schedule_preview()
+            if not prefetch:
+                self.set_status(f"slice {index} encoded")
+                self.schedule_preview()
+            self._prefetch_next(index)
 
-        w = self._start(self.session.embedding, ready, index, done=done)
-        w.errored.connect(done)
+        self._start(self.session.embedding, ready, index, done=done)
+
+    def _prefetch_next(self, index: tuple[int, ...]) -> None:
+        if not self.prefetch_check.isChecked() or not index or self._embedding_jobs:
+            return
+        size = self.image_layer.data.shape[len(index) - 1]
+        for step in (1, -1):
+            z = index[-1] + step
+            cand = (*index[:-1], z)
+            if 0 <= z < size and self.session.cached(cand) is None:
+                self._request_embedding(cand, prefetch=True)
+                return
 
     def _on_preview(self, preview: Preview) -> None:
         if preview.request != self._latest:
             return  # a newer request is on its way; drop this stale one
-        image = self.image_layer
+        if self.session is None or self.image_layer is None:
+            return
         try:
-            ctx = adapters.current_slice(self.viewer, image)
+            ctx = self._ctx()
         except ValueError:
             return
         if ctx.index != preview.index:
@@ -312,13 +365,13 @@ class SamWidget(QWidget):
         image = self.image_layer
         name = self.labels_combo.currentText()
         if name == NEW_LABELS or name not in self.viewer.layers:
-            layer = commit.add_labels_layer(self.viewer, image)
+            layer = commit.add_labels_layer(self.viewer, image, self.channel_axis)
             self.labels_combo.setCurrentText(layer.name)
             if self.points is not None:
                 self.viewer.layers.selection.active = self.points
             return layer
         layer = self.viewer.layers[name]
-        commit.check_compatible(layer, image)
+        commit.check_compatible(layer, image, self.channel_axis)
         return layer
 
     def commit(self) -> int | None:
@@ -326,8 +379,11 @@ class SamWidget(QWidget):
         if self.preview is None:
             self.set_status("nothing to commit: add a click or a box first")
             return None
-        image = self.image_layer
-        ctx = adapters.current_slice(self.viewer, image)
+        try:
+            ctx = self._ctx()
+        except ValueError as err:
+            self.set_status(str(err))
+            return None
         if ctx.index != self.preview.index:
             self.set_status("the preview belongs to another slice; not committed")
             return None

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 COMMANDS: dict[str, str] = {
     "models": ".models",
     "segment": ".segment",
+    "embed": ".embed",
+    "info": ".info",
 }
 
 

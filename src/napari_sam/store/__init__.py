@@ -1,0 +1,42 @@
+"""Embedding cache: per-slice SAM embeddings in a zarr v3 store (docs/cache.md).
+
+No napari or Qt here. Main names::
+
+    EmbeddingStore.open(path, model, image=..., normalization=...)  # lazy, validated
+    store.get(index) / store.put(index, emb) / store.missing(indices)
+    store.precompute(indices=..., scheduler=...)    # generator of Progress
+    precompute(path, image, ModelSpec(...), scheduler=N)  # driver never loads the model
+"""
+
+from __future__ import annotations
+
+from .embeddings import EmbeddingStore
+from .files import (
+    StaleSliceError,
+    StoreError,
+    StoreMismatchError,
+    StoreWriteError,
+    store_info,
+)
+from .paths import default_store_path
+from .precompute import ModelSpec, Progress, load_spec, precompute
+from .schema import ModelSignature, fingerprint
+from .slicing import SliceLayout, parse_slices
+
+__all__ = [
+    "EmbeddingStore",
+    "ModelSignature",
+    "ModelSpec",
+    "Progress",
+    "SliceLayout",
+    "StaleSliceError",
+    "StoreError",
+    "StoreMismatchError",
+    "StoreWriteError",
+    "default_store_path",
+    "fingerprint",
+    "load_spec",
+    "parse_slices",
+    "precompute",
+    "store_info",
+]

@@ -1,0 +1,46 @@
+"""``napari-sam info``: what an embedding store holds."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "describe an embedding store (model, image shape, slices complete)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", help="STORE.zarr made by `napari-sam embed`")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..store import store_info
+
+    info = store_info(args.store)
+    norm = info["normalization"]
+    limits = norm["contrast_limits"]
+    rows = [
+        ("store", args.store),
+        ("source", info["source"] or "-"),
+        ("model", f"{info['model']} (weights {info['weights_hash'][:12]})"),
+        ("precision", info["precision"]),
+        ("image shape", _shape(info["image_shape"])),
+        ("slice axes", f"{_shape(info['slice_axes'])} → {_shape(info['slice_shape'])} slices"),
+        ("slice size", _shape(info["slice_size"]) + (" RGB" if info["rgb"] else "")),
+        (
+            "channel",
+            "-" if info["channel"] is None else "axis {}, index {}".format(*info["channel"]),
+        ),
+        (
+            "normalisation",
+            f"contrast limits {limits}" if limits else f"percentiles {norm['percentiles']}",
+        ),
+        ("embeddings", f"{_shape(info['embedding_shape'])} {info['storage_dtype']}"),
+        ("complete", f"{info['slices_complete']}/{info['slices_total']} slices"),
+        ("schema", str(info["schema_version"])),
+    ]
+    for key, value in rows:
+        print(f"{key + ':':15s}{value}")
+    return 0
+
+
+def _shape(t: tuple) -> str:
+    return "(" + ", ".join(str(v) for v in t) + ")" if t else "()"

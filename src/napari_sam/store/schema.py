@@ -1,0 +1,223 @@
+"""What an embedding store records: the group signature, slice fingerprints and the
+per-slice completion marker.
+
+The signature (group attribute ``"napari_sam"``) says which model, precision,
+normalisation and geometry produced the embeddings; a store whose signature differs
+from the caller's is never used silently (:func:`signature_diff`). Each slice also
+carries a fingerprint of its own data (:func:`fingerprint`, computed only when the slice
+is touched) inside its completion marker (:class:`Marker`).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xxhash
+
+SCHEMA_VERSION = 1
+ATTRS_KEY = "napari_sam"
+KIND = "embeddings"
+FINGERPRINT_ALGORITHM = "xxh3_128(dtype|shape|C-order bytes of the slice)"
+STORAGE_DTYPES = ("float16", "float32")
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """The part of the store signature that comes from the model.
+
+    ``weights_hash`` identifies the weights (the checkpoint); ``precision`` is the
+    concrete encoder precision (``"fp32"`` / ``"bf16"``: bf16 embeddings are not served to
+    an fp32 user); ``config`` is the architecture; ``transform`` the resize / pixel
+    normalisation the engine applies before the encoder. ``embedding_shape`` is (C, h, w).
+    """
+
+    name: str
+    weights_hash: str
+    precision: str
+    config: Mapping[str, Any]
+    transform: Mapping[str, Any]
+    embedding_shape: tuple[int, int, int]
+
+    @classmethod
+    def of(cls, model: Any) -> ModelSignature:
+        """Signature of a loaded :class:`~napari_sam.engine.loader.SamModel`."""
+        sam = model.sam
+        grid = tuple(int(v) for v in sam.embedding_size)
+        transform = {
+            "resize": "longest-side, PIL bilinear, rounded half up",
+            "pad": "zero, bottom/right",
+            "image_size": int(sam.image_size),
+            "pixel_mean": [float(v) for v in sam.pixel_mean.flatten().tolist()],
+            "pixel_std": [float(v) for v in sam.pixel_std.flatten().tolist()],
+        }
+        return cls(
+            name=str(model.name),
+            weights_hash=str(model.weights_hash),
+            precision=str(model.precision),
+            config=_plain(model.config.to_dict()),
+            transform=transform,
+            embedding_shape=(int(model.config.prompt_embed_dim), *grid),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "weights_hash": self.weights_hash,
+            "precision": self.precision,
+            "config": _plain(self.config),
+            "transform": _plain(self.transform),
+            "embedding_shape": list(self.embedding_shape),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelSignature:
+        return cls(
+            name=d["name"],
+            weights_hash=d["weights_hash"],
+            precision=d["precision"],
+            config=dict(d["config"]),
+            transform=dict(d["transform"]),
+            embedding_shape=tuple(int(v) for v in d["embedding_shape"]),  # type: ignore[arg-type]
+        )
+
+
+def _plain(obj: Any) -> Any:
+    """JSON round-trip form (tuples → lists), so stored and fresh values compare equal."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def build_attrs(
+    model: ModelSignature,
+    layout: Mapping[str, Any],
+    normalization: Mapping[str, Any],
+    storage_dtype: str,
+    input_size: tuple[int, int],
+    source: str | None = None,
+) -> dict[str, Any]:
+    """The group attribute value written once when a store is created."""
+    from .. import __version__
+
+    if storage_dtype not in STORAGE_DTYPES:
+        raise ValueError(f"storage dtype must be one of {STORAGE_DTYPES}, got {storage_dtype!r}")
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": KIND,
+        "model": model.to_dict(),
+        "normalization": _plain(normalization),
+        "image": _plain(layout),
+        "input_size": list(input_size),
+        "storage_dtype": storage_dtype,
+        "fingerprint": FINGERPRINT_ALGORITHM,
+        "source": source,
+        "writer": f"napari-sam {__version__}",
+    }
+
+
+# (path in attrs, what to call it) — fields that must match for a store to be used.
+_COMPARED = (
+    (("schema_version",), "schema version"),
+    (("model", "weights_hash"), "model weights (checkpoint)"),
+    (("model", "precision"), "encoder precision"),
+    (("model", "config"), "model architecture"),
+    (("model", "transform"), "engine transform"),
+    (("normalization",), "intensity normalisation"),
+    (("image", "shape"), "image shape"),
+    (("image", "spatial_axes"), "spatial axes"),
+    (("image", "rgb"), "rgb"),
+    (("image", "channel_axis"), "channel axis"),
+    (("image", "channel"), "channel"),
+    (("input_size",), "model input size"),
+)
+
+
+def _get(d: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(d, Mapping) or key not in d:
+            return "<missing>"
+        d = d[key]
+    return d
+
+
+def _short(v: Any) -> str:
+    s = str(v)
+    return s[:12] if isinstance(v, str) and len(s) == 64 else (s if len(s) <= 60 else s[:57] + "…")
+
+
+def signature_diff(
+    stored: Mapping[str, Any], wanted: Mapping[str, Any], storage_dtype: str | None = None
+) -> list[str]:
+    """Human-readable differences that forbid using ``stored`` for ``wanted``.
+
+    ``storage_dtype``: the dtype the caller insists on, or None to accept the store's.
+    """
+    out = []
+    for path, label in _COMPARED:
+        a, b = _get(stored, path), _get(wanted, path)
+        if a != b:
+            if path == ("model", "weights_hash"):
+                a = f"{_short(a)} ({_get(stored, ('model', 'name'))})"
+                b = f"{_short(b)} ({_get(wanted, ('model', 'name'))})"
+            out.append(f"{label}: store has {_short(a)}, needed {_short(b)}")
+    if storage_dtype is not None and stored.get("storage_dtype") != storage_dtype:
+        out.append(
+            f"storage dtype: store has {stored.get('storage_dtype')}, needed {storage_dtype}"
+        )
+    return out
+
+
+def fingerprint(data: np.ndarray) -> bytes:
+    """16-byte fingerprint of one slice (after channel selection): its dtype, shape and
+    C-order bytes. Cost: one pass over the slice (xxh3, several GB/s)."""
+    arr = np.ascontiguousarray(data)
+    h = xxhash.xxh3_128()
+    h.update(f"{arr.dtype.str}|{arr.shape}|".encode())
+    h.update(memoryview(arr).cast("B") if arr.size else b"")
+    return h.digest()
+
+
+def chunk_checksum(values: np.ndarray) -> bytes:
+    """8-byte checksum of an embedding chunk as stored (storage dtype, C order)."""
+    return xxhash.xxh3_64(np.ascontiguousarray(values).tobytes()).digest()
+
+
+MARKER_SIZE = 32
+_MAGIC = b"NSC1"
+
+
+@dataclass(frozen=True)
+class Marker:
+    """Per-slice completion record: 32 bytes, one zarr chunk per slice.
+
+    Layout: ``b"NSC1"`` | 16-byte slice fingerprint | 8-byte checksum of the embedding
+    chunk | CRC32 of the previous 28 bytes. All zeros (the fill value, i.e. no chunk on
+    disk) means "not computed".
+    """
+
+    fingerprint: bytes
+    checksum: bytes
+
+    def encode(self) -> np.ndarray:
+        body = _MAGIC + self.fingerprint + self.checksum
+        raw = body + struct.pack("<I", zlib.crc32(body))
+        return np.frombuffer(raw, dtype=np.uint8).copy()
+
+    @classmethod
+    def decode(cls, raw: np.ndarray) -> Marker | None:
+        """The marker in ``raw`` (32 uint8), or None when absent, torn or foreign."""
+        b = np.asarray(raw, dtype=np.uint8).tobytes()
+        if len(b) != MARKER_SIZE or b[:4] != _MAGIC:
+            return None
+        if struct.unpack("<I", b[28:])[0] != zlib.crc32(b[:28]):
+            return None
+        return cls(fingerprint=b[4:20], checksum=b[20:28])
