@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+# Importing torch._dynamo (which meta-device construction in some tests does) loads
+# triton's bundled LLVM; loaded after Qt/Mesa's llvmpipe it segfaults. Load it first.
+import torch._dynamo
+
 from napari_sam.engine.loader import SamModel, wrap_model
 from napari_sam.model.build import SamConfig, build_sam
 

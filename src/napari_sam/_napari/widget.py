@@ -10,20 +10,8 @@ import itertools
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.qt.threading import create_worker
+from napari.qt.threading import WorkerBase, create_worker
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
 
 from . import adapters, commit
 from .constants import (
@@ -35,12 +23,11 @@ from .constants import (
     PREVIEW_DEBOUNCE_MS,
     PREVIEW_LAYER,
 )
+from .controls import NEW_LABELS, ControlsBase
 from .session import Preview, SegmentationSession
 
-NEW_LABELS = "<new labels layer>"
 
-
-class SamWidget(QWidget):
+class SamWidget(ControlsBase):
     """Dock widget. ``napari_viewer`` is injected by napari."""
 
     def __init__(self, napari_viewer) -> None:
@@ -63,90 +50,11 @@ class SamWidget(QWidget):
         self.viewer.dims.events.current_step.connect(self._on_slice_change)
         self._refresh_layer_lists()
 
-    # ------------------------------------------------------------------------- UI
-    def _build_ui(self) -> None:
-        from .. import weights
-
-        self.image_combo = QComboBox()
-        self.labels_combo = QComboBox()
-        self.model_combo = QComboBox()
-        names = weights.available_models()
-        self.model_combo.addItems(sorted(names, key=lambda n: (n != "demo", n)))
-        self.checkpoint_edit = QLineEdit(placeholderText="optional: checkpoint file")
-        browse = QPushButton("…", clicked=self._browse_checkpoint)
-        ck = QHBoxLayout()
-        ck.addWidget(self.checkpoint_edit)
-        ck.addWidget(browse)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
-        self.precision_combo = QComboBox()
-        self.precision_combo.addItems(["auto", "fp32", "bf16"])
-        self.store_edit = QLineEdit(placeholderText="embedding store: default user cache")
-        self.ram_only = QCheckBox("keep embeddings in RAM only (no zarr store)")
-        self.channel_combo = QComboBox()
-        self.channel_combo.addItems(["none", "axis 0"])
-        self.channel_combo.setToolTip(
-            "non-RGB multichannel stack: the channel axis (first axis). The channel shown "
-            "is segmented; labels have no channel axis."
-        )
-        self.prefetch_check = QCheckBox("prefetch neighbouring slices", checked=True)
-        self.load_button = QPushButton("Load model", clicked=self.load_model)
-        self.overwrite_check = QCheckBox("overwrite existing objects")
-        self.commit_button = QPushButton(f"Commit [{KEY_COMMIT}]", clicked=self.commit)
-        self.clear_button = QPushButton(f"Clear [{KEY_CLEAR}]", clicked=self.clear_prompts)
-        self.precompute_button = QPushButton("Precompute all slices", clicked=self.precompute)
-        self.cancel_button = QPushButton("Cancel", clicked=self.cancel_precompute)
-        self.status = QLabel("Load a model to start.", wordWrap=True)
-
-        form = QFormLayout()
-        form.addRow("image", self.image_combo)
-        form.addRow("labels", self.labels_combo)
-        form.addRow("model", self.model_combo)
-        form.addRow("", ck)
-        form.addRow("device", self.device_combo)
-        form.addRow("precision", self.precision_combo)
-        form.addRow("channel axis", self.channel_combo)
-        form.addRow("store", self.store_edit)
-        lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addWidget(self.ram_only)
-        lay.addWidget(self.prefetch_check)
-        lay.addWidget(self.load_button)
-        row = QHBoxLayout()
-        row.addWidget(self.commit_button)
-        row.addWidget(self.clear_button)
-        lay.addLayout(row)
-        lay.addWidget(self.overwrite_check)
-        row2 = QHBoxLayout()
-        row2.addWidget(self.precompute_button)
-        row2.addWidget(self.cancel_button)
-        lay.addLayout(row2)
-        lay.addWidget(self.status)
-        lay.addStretch()
-        self.cancel_button.setEnabled(False)
-
-    def _browse_checkpoint(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "SAM checkpoint", "", "*.pt *.pth")
-        if path:
-            self.checkpoint_edit.setText(path)
-
-    def _refresh_layer_lists(self, event=None) -> None:
+    def _on_layers_changed(self) -> None:
         if self._layer is not None and self._layer not in self.viewer.layers:
             self.session, self._layer = None, None
             self._show_preview(None)
             self.set_status("the image layer was removed: choose an image and load again")
-        for combo, kind, extra in (
-            (self.image_combo, Image, []),
-            (self.labels_combo, Labels, [NEW_LABELS]),
-        ):
-            current = combo.currentText()
-            combo.clear()
-            combo.addItems(extra + [ly.name for ly in self.viewer.layers if isinstance(ly, kind)])
-            if current and combo.findText(current) >= 0:
-                combo.setCurrentText(current)
-
-    def set_status(self, text: str) -> None:
-        self.status.setText(text)
 
     @property
     def image_layer(self) -> Image | None:
@@ -215,10 +123,19 @@ class SamWidget(QWidget):
         self.set_status(f"{m.name} on {m.device} ({m.precision}); embeddings: {where}")
         self.schedule_preview()
 
+    def _on_error(self, err: Exception) -> None:
+        """Worker errors become a status message (never re-raised in the GUI thread)."""
+        self.set_status(f"Error: {err}")
+
     def _start(self, fn, on_result, *args, done=None, progress=None):
-        worker = create_worker(fn, *args, _progress=progress)
+        worker = create_worker(
+            fn,
+            *args,
+            _progress=progress,
+            _connect={"errored": self._on_error},
+            _start_thread=False,
+        )
         worker.returned.connect(on_result)
-        worker.errored.connect(lambda err: self.set_status(f"Error: {err}"))
         self._workers.add(worker)
         worker.finished.connect(lambda: self._workers.discard(worker))
         if done is not None:
@@ -414,9 +331,13 @@ class SamWidget(QWidget):
         def job():
             yield from session.precompute(indices)
 
-        worker = create_worker(job, _progress={"total": len(indices), "desc": "SAM embeddings"})
+        worker = create_worker(
+            job,
+            _progress={"total": len(indices), "desc": "SAM embeddings"},
+            _connect={"errored": self._on_error},
+            _start_thread=False,
+        )
         worker.yielded.connect(lambda p: self.set_status(f"precomputed {p[0]}/{p[1]} slices"))
-        worker.errored.connect(lambda err: self.set_status(f"Error: {err}"))
         worker.finished.connect(self._precompute_finished)
         self._precompute_worker = worker
         self.precompute_button.setEnabled(False)
@@ -439,7 +360,10 @@ class SamWidget(QWidget):
         super().closeEvent(event)
 
     def release(self) -> None:
-        """Unbind our keys and stop workers (called when the widget closes)."""
+        """Unbind our keys, stop prefetching and wait for running workers (called when
+        the widget closes)."""
+        self._closing = True
+        self.prefetch_check.setChecked(False)
         for layer in (self.points, self.boxes):
             if layer is None:
                 continue
@@ -448,6 +372,9 @@ class SamWidget(QWidget):
                     layer.bind_key(key, None)
         self.cancel_precompute()
         self._timer.stop()
+        for worker in list(self._workers):
+            worker.quit()
+        WorkerBase.await_workers(msecs=30000)
         self.viewer.dims.events.current_step.disconnect(self._on_slice_change)
         self.viewer.layers.events.inserted.disconnect(self._refresh_layer_lists)
         self.viewer.layers.events.removed.disconnect(self._refresh_layer_lists)

@@ -32,14 +32,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
-        if "Weights only load failed" in text or "Unsupported global" in text:
+        if "Unsupported global" in text or "GLOBAL" in text:
             raise CheckpointError(
                 f"{path} contains Python objects that need code execution to load; "
                 "napari-sam only loads plain tensors (torch.load weights_only=True). "
                 "Re-save it with torch.save(model.state_dict(), path)."
             ) from None
         raise CheckpointError(
-            f"{path} is not a PyTorch checkpoint (cannot unpickle: {text.splitlines()[0]})"
+            f"{path} is not a PyTorch checkpoint (its contents are not a readable torch.save file)"
         ) from None
     except Exception as err:  # torch raises many types for garbage input
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
