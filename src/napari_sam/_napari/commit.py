@@ -20,6 +20,38 @@ def labels_shape(image: Image, channel_axis: int | None = None) -> tuple[int, ..
     return shape if channel_axis is None else shape[1:]
 
 
+LARGE_LABELS_BYTES = 1 << 30  # bigger label volumes live in a chunked zarr array on disk
+MAX_ID_KEY = "napari_sam_max_id"  # layer.metadata: largest id, for non-numpy labels
+
+
+def new_labels_data(shape: tuple[int, ...]) -> np.ndarray:
+    """Zeros of ``shape`` (uint32): numpy, or — above 1 GiB — a zarr array with one chunk
+    per slice in a temporary folder, so huge volumes never need the RAM."""
+    if int(np.prod(shape, dtype=np.int64)) * 4 <= LARGE_LABELS_BYTES:
+        return np.zeros(shape, dtype=np.uint32)
+    import tempfile
+
+    import zarr
+
+    folder = tempfile.mkdtemp(prefix="napari-sam-labels-")
+    chunks = (1,) * (len(shape) - 2) + tuple(shape[-2:])
+    return zarr.create_array(store=folder, shape=shape, chunks=chunks, dtype="uint32", fill_value=0)
+
+
+def next_label_id(labels: Labels) -> int:
+    """The next free id. numpy labels: 1 + max. Other arrays (zarr, dask): a counter kept
+    in ``layer.metadata`` (computed chunk-wise once), so no volume is loaded whole."""
+    if isinstance(labels.data, np.ndarray):
+        return next_free_id(labels.data)
+    if MAX_ID_KEY not in labels.metadata:
+        import dask.array as da
+
+        data = labels.data
+        arr = da.from_array(data, chunks=getattr(data, "chunks", "auto"))
+        labels.metadata[MAX_ID_KEY] = int(arr.max().compute())
+    return int(labels.metadata[MAX_ID_KEY]) + 1
+
+
 def add_labels_layer(
     viewer, image: Image, channel_axis: int | None = None, name: str = LABELS_LAYER
 ) -> Labels:
@@ -29,9 +61,9 @@ def add_labels_layer(
     kwargs = {"scale": image.scale[drop], "translate": image.translate[drop]}
     if channel_axis is None:
         kwargs.update(rotate=image.rotate, shear=image.shear, affine=image.affine.affine_matrix)
-    return viewer.add_labels(
-        np.zeros(labels_shape(image, channel_axis), dtype=np.uint32), name=name, **kwargs
-    )
+    data = new_labels_data(labels_shape(image, channel_axis))
+    metadata = {} if isinstance(data, np.ndarray) else {MAX_ID_KEY: 0}
+    return viewer.add_labels(data, name=name, metadata=metadata, **kwargs)
 
 
 def check_compatible(labels: Labels, image: Image, channel_axis: int | None = None) -> None:
@@ -60,10 +92,12 @@ def commit_slice_mask(
         rows, cols = rows[free], cols[free]
         if rows.size == 0:
             return None
-    label_id = next_free_id(np.asarray(labels.data))
+    label_id = next_label_id(labels)
     lead = tuple(np.full(rows.size, i, dtype=np.intp) for i in ctx.labels_index)
     with labels.block_history():
         labels.data_setitem((*lead, rows, cols), label_id)
+    if MAX_ID_KEY in labels.metadata:
+        labels.metadata[MAX_ID_KEY] = max(labels.metadata[MAX_ID_KEY], label_id)
     labels.selected_label = label_id
     return label_id
 

@@ -1,0 +1,71 @@
+"""A lazily generated dask volume far larger than RAM can be annotated on any slice;
+only the touched slices are ever read."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+da = pytest.importorskip("dask.array")
+
+SHAPE = (2000, 2048, 2048)  # uint16: 16.8 GB of image; uint32 labels: 33.6 GB
+
+
+def lazy_volume(reads: list[int]):
+    """Each (1, 2048, 2048) block is generated on demand; its z is recorded."""
+    lock = threading.Lock()
+
+    def block(block_info=None):
+        z = block_info[None]["chunk-location"][0]
+        with lock:
+            reads.append(z)
+        img = np.zeros((1, *SHAPE[1:]), np.uint16)
+        img[0, 900:1100, 1000:1300] = 3000 + z
+        return img
+
+    return da.map_blocks(block, dtype=np.uint16, chunks=((1,) * SHAPE[0], (SHAPE[1],), (SHAPE[2],)))
+
+
+def test_annotate_slice_1500_of_a_huge_lazy_volume(
+    make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, monkeypatch
+):
+    from napari_sam._napari.session import Preview, SegmentationSession
+    from napari_sam._napari.widget import SamWidget
+
+    reads: list[int] = []
+    viewer = make_napari_viewer()
+    viewer.add_image(lazy_volume(reads), name="huge", contrast_limits=(0, 5000), multiscale=False)
+    w = SamWidget(viewer)
+    w.checkpoint_edit.setText(str(tiny_checkpoint))
+    w.precision_combo.setCurrentText("fp32")
+    w.store_edit.setText(str(tmp_path / "huge.zarr"))
+    w.prefetch_check.setChecked(False)
+    w.load_model()
+    qtbot.waitUntil(lambda: w.session is not None, timeout=60000)
+
+    def box_predict(self, index, emb, points, labels, box, request):
+        mask = np.zeros(emb.original_size, bool)
+        mask[900:1100, 1000:1300] = True
+        return Preview(index, mask, 0.9, request)
+
+    real = SegmentationSession.predict
+    monkeypatch.setattr(SegmentationSession, "predict", box_predict)
+    viewer.dims.set_point(0, 1500)
+    reads.clear()
+    w.points.add([1500, 1000, 1150])
+    qtbot.waitUntil(lambda: w.preview is not None, timeout=60000)
+    assert w.session.store.missing([(1500,)]) == []  # encoded and stored
+    assert w.commit() == 1
+    labels = viewer.layers["SAM labels"]
+    assert not isinstance(labels.data, np.ndarray)  # chunked on disk, not 33 GB of RAM
+    assert int(np.asarray(labels.data[1500]).sum()) == 200 * 300
+    assert int(np.asarray(labels.data[1499]).sum()) == 0
+    assert set(reads) <= {1500}, f"read slices {sorted(set(reads))}"
+    labels.undo()
+    assert int(np.asarray(labels.data[1500]).sum()) == 0
+    monkeypatch.setattr(SegmentationSession, "predict", real)
+    w.release()
