@@ -260,6 +260,9 @@ def test_registry_entries_are_well_formed() -> None:
     assert len(set(filenames)) == len(filenames)
     for name, info in REGISTRY.items():
         assert info.name == name
+        if info.package_file is not None:  # shipped inside the package (the demo model)
+            assert info.model_type == "custom" and info.url == ""
+            continue
         assert info.url.startswith("https://")
         assert info.model_type in MODEL_TYPES
         assert name.startswith(info.model_type)

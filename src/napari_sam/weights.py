@@ -42,9 +42,10 @@ __all__ = [
 CACHE_DIR_ENV_VAR = "NAPARI_SAM_CACHE_DIR"
 """Environment variable that overrides the default weights cache directory."""
 
-ModelType = Literal["vit_b", "vit_l", "vit_h", "vit_t"]
+ModelType = Literal["vit_b", "vit_l", "vit_h", "vit_t", "custom"]
 MODEL_TYPES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h", "vit_t")
-"""Encoder architectures a checkpoint can belong to."""
+"""Published encoder architectures a checkpoint can belong to. ``"custom"`` (the packaged
+demo model) means: the architecture is the config stored in the checkpoint."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +62,8 @@ class ModelInfo:
             unknown.
         filename: File name inside the cache directory (unique across the registry).
         description: Human-readable one-line description.
+        package_file: For weights shipped inside the package: the file name in
+            ``napari_sam/data``; :func:`fetch_weights` returns it without network access.
     """
 
     name: str
@@ -70,6 +73,7 @@ class ModelInfo:
     size_bytes: int | None
     filename: str
     description: str
+    package_file: str | None = None
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -153,7 +157,19 @@ _ENTRIES = (
     ),
 )
 
-REGISTRY: Mapping[str, ModelInfo] = types.MappingProxyType({m.name: m for m in _ENTRIES})
+_PACKAGED = (
+    # Trained here on synthetic nuclei (docs/demo_model.md); shipped in napari_sam/data.
+    ModelInfo(
+        "demo", "custom", "", None, None, "demo_sam.pt",
+        "DEMO model (small SAM architecture trained on synthetic nuclei; not SAM). "
+        "Offline demos and tests.",
+        package_file="demo_sam.pt",
+    ),
+)
+
+REGISTRY: Mapping[str, ModelInfo] = types.MappingProxyType(
+    {m.name: m for m in _ENTRIES + _PACKAGED}
+)
 """Read-only mapping ``name -> ModelInfo`` of all known checkpoints."""
 
 
@@ -224,6 +240,20 @@ def _unavailable_message(info: ModelInfo, target: Path, reason: object) -> str:
     )
 
 
+def _packaged_path(info: ModelInfo) -> Path:
+    """Path of weights shipped inside the package (never touches the network)."""
+    from importlib.resources import files
+
+    path = Path(str(files("napari_sam").joinpath("data", str(info.package_file))))
+    if not path.is_file():
+        raise WeightsUnavailableError(
+            f"The packaged weights {info.name!r} are missing from this installation "
+            f"(expected {path}); reinstall napari-sam.",
+            target=path,
+        )
+    return path
+
+
 def fetch_weights(
     name_or_info: str | ModelInfo,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -248,6 +278,8 @@ def fetch_weights(
         WeightsUnavailableError: Any other download failure (network, HTTP error, I/O).
     """
     info = name_or_info if isinstance(name_or_info, ModelInfo) else get_model_info(name_or_info)
+    if info.package_file is not None:
+        return _packaged_path(info)
     directory = default_cache_dir(cache_dir)
     target = directory / info.filename
     known_hash = _effective_hash(info)

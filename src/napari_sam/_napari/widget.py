@@ -45,6 +45,10 @@ class SamWidget(ControlsBase):
         self._timer = QTimer(self, singleShot=True, interval=PREVIEW_DEBOUNCE_MS)
         self._timer.timeout.connect(self.update_preview)
         self._build_ui()
+        from .propagate_panel import PropagatePanel
+
+        self.propagate_panel = PropagatePanel(self)
+        self.layout().insertWidget(self.layout().count() - 1, self.propagate_panel)
         self.viewer.layers.events.inserted.connect(self._refresh_layer_lists)
         self.viewer.layers.events.removed.connect(self._refresh_layer_lists)
         self.viewer.dims.events.current_step.connect(self._on_slice_change)

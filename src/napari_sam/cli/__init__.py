@@ -17,8 +17,10 @@ from collections.abc import Sequence
 COMMANDS: dict[str, str] = {
     "models": ".models",
     "segment": ".segment",
+    "train": ".train",
     "embed": ".embed",
     "info": ".info",
+    "propagate": ".propagate",
 }
 
 

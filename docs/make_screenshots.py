@@ -1,0 +1,74 @@
+"""Regenerate the user-guide screenshots (napari under a virtual display).
+
+    xvfb-run -a .venv/bin/python docs/make_screenshots.py
+
+Opens the synthetic 3D nuclei sample, loads the demo model in the napari-sam widget,
+clicks on a nucleus, waits for the preview, takes a screenshot, commits, moves on and
+takes a second one. Writes docs/images/widget_preview.png and widget_committed.png.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+OUT = Path(__file__).resolve().parent / "images"
+
+
+def wait(app, cond, timeout=120.0):
+    t0 = time.time()
+    while not cond():
+        app.processEvents()
+        time.sleep(0.02)
+        if time.time() - t0 > timeout:
+            raise TimeoutError("napari-sam did not answer in time")
+
+
+def main() -> int:
+    from qtpy.QtWidgets import QApplication
+
+    import napari
+    from napari_sam._napari.sample_data import nuclei_3d
+    from napari_sam._napari.widget import SamWidget
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1400, 900)
+    (image, image_meta, _), (truth, _truth_meta, _) = nuclei_3d()
+    layer = viewer.add_image(image, **image_meta)
+    widget = SamWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment Anything")
+    app = QApplication.instance()
+    widget.image_combo.setCurrentText(layer.name)
+    widget.model_combo.setCurrentText("demo")
+    widget.ram_only.setChecked(True)
+    widget.load_model()
+    wait(app, lambda: widget.session is not None)
+
+    z = image.shape[0] // 2
+    viewer.dims.set_point(0, layer.data_to_world((z, 0, 0))[0])
+    ids = [i for i in np.unique(truth[z]) if i]
+    for k, obj in enumerate(ids[:6]):
+        dist = ndi.distance_transform_edt(truth[z] == obj)
+        r, c = np.unravel_index(np.argmax(dist), dist.shape)
+        widget.points.add([z, r, c])
+        wait(app, lambda: widget.preview is not None)
+        if k == 0:
+            time.sleep(0.3)
+            app.processEvents()
+            viewer.screenshot(str(OUT / "widget_preview.png"), canvas_only=False)
+        widget.commit()
+    time.sleep(0.3)
+    app.processEvents()
+    viewer.screenshot(str(OUT / "widget_committed.png"), canvas_only=False)
+    widget.release()
+    viewer.close()
+    print("wrote", OUT / "widget_preview.png", OUT / "widget_committed.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

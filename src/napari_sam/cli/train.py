@@ -1,0 +1,124 @@
+"""``napari-sam train``: train or fine-tune a SAM-architecture model on images + labels."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+HELP = "train or fine-tune a SAM model on images + instance labels (or synthetic nuclei)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("data (one of)")
+    src.add_argument("--images", help="folder of images (.tif/.npy/.png; 3D stacks → z-slices)")
+    src.add_argument("--labels", help="folder of instance-label files named like the images")
+    src.add_argument(
+        "--synthetic",
+        type=int,
+        metavar="N",
+        help="N synthetic nuclei images (napari_sam.synthetic)",
+    )
+    p.add_argument("--data-seed", type=int, default=1, help="seed of the synthetic images")
+    init = p.add_mutually_exclusive_group()
+    init.add_argument(
+        "--arch",
+        default="demo",
+        help="architecture trained from scratch: demo (default), vit_b, vit_l, vit_h, vit_t",
+    )
+    init.add_argument(
+        "--init", metavar="MODEL", help="fine-tune: registry name (vit_b, demo, ...) or checkpoint"
+    )
+    p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    p.add_argument("--resume", action="store_true", help="continue from --out and its state")
+    p.add_argument("--steps", type=int, default=10000)
+    p.add_argument("--time-limit", type=float, metavar="MIN", help="stop after MIN minutes")
+    p.add_argument("--batch-images", type=int, default=4, help="images encoded per step")
+    p.add_argument("--objects", type=int, default=16, help="prompted objects per image")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--warmup", type=int, default=200, help="warm-up steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=float, default=5.0, metavar="MIN")
+    p.add_argument("--freeze-encoder", action="store_true", help="train prompt encoder + decoder")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the image encoder")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--log", help="also append JSON lines of metrics to this file")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from ..engine.device import resolve_device
+    from ..engine.loader import load_model
+    from ..model.build import CONFIGS, build_sam
+    from ..model.checkpoint import load_sam_checkpoint
+    from ..training.data import load_pairs, random_synthetic_pairs
+    from ..training.loop import DEMO_CONFIG, TrainConfig, train
+    from . import UserError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.synthetic:
+        pairs = random_synthetic_pairs(args.synthetic, seed=args.data_seed)
+        data = f"synthetic n={args.synthetic} seed={args.data_seed}"
+    elif args.images and args.labels:
+        pairs = load_pairs(args.images, args.labels)
+        data = f"{args.images} + {args.labels} ({len(pairs)} slices)"
+    else:
+        raise UserError("give --images and --labels, or --synthetic N")
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    torch.manual_seed(args.seed)
+    if args.resume:
+        sam, config = load_sam_checkpoint(out)
+    elif args.init:
+        loaded = load_model(args.init, device="cpu", precision="fp32")
+        sam, config = loaded.sam, loaded.config
+    else:
+        archs = {"demo": DEMO_CONFIG, **CONFIGS}
+        if args.arch not in archs:
+            raise UserError(f"unknown --arch {args.arch!r}; known: {', '.join(archs)}")
+        config = archs[args.arch]
+        sam = build_sam(config)
+    cfg = TrainConfig(
+        steps=args.steps,
+        time_limit_s=args.time_limit * 60 if args.time_limit else None,
+        batch_images=args.batch_images,
+        objects_per_image=args.objects,
+        lr=args.lr,
+        warmup_steps=args.warmup,
+        seed=args.seed,
+        checkpoint_every_s=args.checkpoint_every * 60,
+        precision="bf16" if args.bf16 else "fp32",
+        freeze_encoder=args.freeze_encoder,
+    )
+    meta = {
+        "trained_with": "napari-sam train "
+        + " ".join(sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:]),
+        "data": data,
+        "init": args.init or f"scratch:{args.arch}",
+        "train_config": json.dumps(dataclasses.asdict(cfg)),
+    }
+    log = open(args.log, "a") if args.log else None
+    bar = tqdm(total=cfg.steps, desc="train", unit="step", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    try:
+        for step, _, m in train(sam.to(device), config, pairs, out, cfg, args.resume, meta):
+            bar.n = step
+            bar.set_postfix(loss=f"{m['loss']:.3f}", iou=f"{m.get('iou_r0', 0):.3f}")
+            bar.refresh()
+            if log is not None:
+                m = {"step": step, "t": round(time.perf_counter() - t0, 1), **m}
+                log.write(json.dumps(m) + "\n")
+                log.flush()
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    print(f"wrote {out}")
+    return 0
