@@ -19,9 +19,11 @@ _LAZY = {
     "Normalization": "napari_sam.engine.image",
     "to_uint8_rgb": "napari_sam.engine.image",
     "available_models": "napari_sam.weights",
+    "AutomaticMaskGenerator": "napari_sam.engine.amg",
 }
 
 __all__ = [
+    "AutomaticMaskGenerator",
     "Embedding",
     "Normalization",
     "PredictResult",
@@ -34,6 +36,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .engine.amg import AutomaticMaskGenerator
     from .engine.image import Normalization, to_uint8_rgb
     from .engine.loader import SamModel, load_model
     from .engine.predictor import Embedding, Predictor, PredictResult

@@ -34,3 +34,34 @@ def paint_mask(
         target = target & (labels == 0)
     labels[target] = label_id
     return label_id, target
+
+
+def paint_compact_masks(
+    shape: tuple[int, int],
+    crops: list[np.ndarray],
+    origins: list[tuple[int, int]],
+    min_area: int = 0,
+) -> tuple[np.ndarray, list[int]]:
+    """Instance label image from masks in priority order (index 0 = highest).
+
+    Mask ``i`` is the bool array ``crops[i]`` placed with its top-left pixel at
+    ``origins[i]`` (row, col). Masks are painted from the lowest to the highest priority,
+    so where they overlap the higher-priority one wins. Objects left with no pixel, or
+    fewer than ``min_area`` pixels, are dropped (their pixels become background) and
+    the others get consecutive ids in priority order.
+
+    Returns (labels (H, W) uint32, kept) where ``kept[j]`` is the index of the mask that
+    got id ``j + 1``.
+    """
+    n = len(crops)
+    if len(origins) != n:
+        raise ValueError(f"{n} masks but {len(origins)} origins")
+    labels = np.zeros(shape, dtype=np.uint32)
+    for i in range(n - 1, -1, -1):
+        (r, c), m = origins[i], crops[i]
+        labels[r : r + m.shape[0], c : c + m.shape[1]][m] = i + 1
+    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    keep = (areas > 0) & (areas >= min_area)
+    lut = np.zeros(n + 1, dtype=np.uint32)
+    lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
+    return lut[labels], np.flatnonzero(keep).tolist()

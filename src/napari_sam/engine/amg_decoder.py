@@ -1,0 +1,322 @@
+"""Mask decoder for many single-point prompts on one image embedding (the AMG grid).
+
+Computes what :class:`napari_sam.model.mask_decoder.MaskDecoder` computes for B prompts
+that share one image embedding and no mask input, with less work:
+
+* prompt-independent image-side work is done once per embedding, not once per prompt:
+  ``src = embedding + no-mask embedding``, its positional encoding, and in the first
+  two-way block the k / v projections (token→image) and the q projection (image→token);
+* in the later attentions the per-prompt 4096 × 128 projections of the image tokens are
+  folded into the (few) prompt tokens: ``softmax(Q (W_k X)ᵀ) (W_v X)`` is computed as
+  ``softmax((Q W_k) Xᵀ) X W_vᵀ`` (the key bias is constant along the softmax axis and
+  the value bias passes through because softmax rows sum to one), and the image→token
+  output projection is folded into the token values. Same mathematics, ~3× fewer
+  multiply-adds (vit_b), float results equal to rounding (tests/engine/test_amg_parity);
+* IoU predictions come first, so the output upscaling runs only for prompts with a mask
+  above the IoU threshold — the same masks as running it for all; its 2×2 / stride-2
+  transposed convolutions are matrix products on the token-layout pixels.
+
+All shapes follow the official code: tokens = [iou, 4 mask tokens, point, pad point].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from ..model.mask_decoder import MaskDecoder
+from ..model.transformer import Attention, TwoWayAttentionBlock
+
+_CHUNK_BYTES = 8 * 2**20  # activations per decoder call (see prompt_chunk)
+
+
+@dataclass
+class ImageContext:
+    """Prompt-independent decoder inputs for one embedding (computed once).
+
+    keys: (1, HW, C) ``src`` tokens; key_pe: (1, HW, C); kp: keys + key_pe;
+    k0, v0: first block token→image key / value heads (1, H, HW, d);
+    q0: first block image→token query heads (1, H, HW, d); grid: (h, w).
+    """
+
+    keys: torch.Tensor
+    key_pe: torch.Tensor
+    kp: torch.Tensor
+    k0: torch.Tensor
+    v0: torch.Tensor
+    q0: torch.Tensor
+    grid: tuple[int, int]
+
+
+def _heads(attn: Attention, x: torch.Tensor) -> torch.Tensor:
+    """(B, N, Ci) → (B, H, N, d)."""
+    b, n, c = x.shape
+    return x.reshape(b, n, attn.num_heads, c // attn.num_heads).transpose(1, 2)
+
+
+def _merge(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, N, d) → (B, N, H * d)."""
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * d)
+
+
+def _w_heads(w: torch.Tensor, heads: int) -> torch.Tensor:
+    """Projection weight (Ci, C) → per-head (H, d, C)."""
+    ci, c = w.shape
+    return w.reshape(heads, ci // heads, c)
+
+
+class GridDecoder:
+    """Batched mask decoding of single positive points on one embedding.
+
+    Use :meth:`context` once per embedding, then :meth:`tokens` per batch of prompts and
+    :meth:`masks` for the prompts whose IoU passes.
+    """
+
+    def __init__(
+        self,
+        decoder: MaskDecoder,
+        no_mask_embed: torch.Tensor,
+        grid: tuple[int, int],
+        bf16: bool = False,
+    ) -> None:
+        self.dec = decoder
+        self.no_mask = no_mask_embed.reshape(-1)
+        self.bf16 = bf16
+        self.grid = tuple(grid)
+        first = decoder.transformer.layers[0]
+        if not first.skip_first_layer_pe:
+            raise ValueError("the first two-way block must skip the positional encoding")
+        for conv in (decoder.output_upscaling[0], decoder.output_upscaling[3]):
+            if conv.kernel_size != (2, 2) or conv.stride != (2, 2) or conv.padding != (0, 0):
+                raise ValueError("the decoder's upscaling must be 2×2 / stride-2 convolutions")
+
+    @torch.inference_mode()
+    def context(self, features: torch.Tensor, dense_pe: torch.Tensor) -> ImageContext:
+        """features, dense_pe: (1, C, h, w) → :class:`ImageContext`."""
+        h, w = features.shape[-2:]
+        src = features + self.no_mask[None, :, None, None]
+        keys = src.flatten(2).permute(0, 2, 1)
+        key_pe = dense_pe.flatten(2).permute(0, 2, 1)
+        kp = keys + key_pe
+        first = self.dec.transformer.layers[0]
+        t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
+        return ImageContext(
+            keys=keys,
+            key_pe=key_pe,
+            kp=kp,
+            k0=_heads(t2i, t2i.k_proj(kp)),
+            v0=_heads(t2i, t2i.v_proj(keys)),
+            q0=_heads(i2t, i2t.q_proj(kp)),
+            grid=(int(h), int(w)),
+        )
+
+    def _autocast(self, device: torch.device) -> torch.autocast:
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    @torch.inference_mode()
+    def tokens(
+        self, ctx: ImageContext, sparse: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """sparse (B, N, C) prompt embeddings → (iou (B, M) float32, mask tokens
+        (B, M, C), image keys (B, HW, C)), M = all mask tokens (0 = single-mask output).
+
+        With ``bf16`` the matrix products run in bfloat16 (autocast)."""
+        with self._autocast(sparse.device):
+            iou, tokens, keys = self._tokens(ctx, sparse)
+        return iou.float(), tokens, keys
+
+    def _tokens(
+        self, ctx: ImageContext, sparse: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        dec = self.dec
+        out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+        tok = torch.cat([out_tokens[None].expand(sparse.shape[0], -1, -1), sparse], dim=1)
+        queries, keys = tok, ctx.keys
+        for i, layer in enumerate(dec.transformer.layers):
+            queries, keys = self._block(layer, i == 0, ctx, queries, keys, tok)
+        t = dec.transformer
+        kp = keys + ctx.key_pe
+        queries = queries + _token_to_image(t.final_attn_token_to_image, queries + tok, kp, keys)
+        hs = t.norm_final_attn(queries)
+        iou = dec.iou_prediction_head(hs[:, 0])
+        return iou, hs[:, 1 : 1 + dec.num_mask_tokens], keys
+
+    def _block(
+        self,
+        layer: TwoWayAttentionBlock,
+        first: bool,
+        ctx: ImageContext,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        query_pe: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if first:
+            queries = layer.self_attn(queries, queries, queries)
+        else:
+            q = queries + query_pe
+            queries = queries + layer.self_attn(q, q, queries)
+        queries = layer.norm1(queries)
+        t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
+        q = queries + query_pe
+        if first:  # image side shared by all prompts: plain attention, heads as batch
+            qh = _heads(t2i, t2i.q_proj(q))  # (B, H, N, d)
+            b, heads, n, d = qh.shape
+            qh = qh.transpose(0, 1).reshape(heads, b * n, d)
+            attn = (qh @ ctx.k0[0].transpose(-1, -2) / math.sqrt(d)).softmax(dim=-1)
+            out = (attn @ ctx.v0[0]).reshape(heads, b, n, d).transpose(0, 1)
+            att = t2i.out_proj(_merge(out))
+            kp = ctx.kp
+        else:
+            kp = keys + ctx.key_pe
+            att = _token_to_image(t2i, q, kp, keys)
+        queries = layer.norm2(queries + att)
+        queries = layer.norm3(queries + layer.mlp(queries))
+        q = queries + query_pe
+        out = _image_to_token(i2t, kp, q, queries, ctx.q0 if first else None)
+        keys = layer.norm4(out.add_(keys))
+        return queries, keys
+
+    @property
+    def prompt_chunk(self) -> int:
+        """Prompts per :meth:`tokens` call: image-token activations of ~8 MB (on a CPU
+        much larger batches are slower, not faster: page faults and cache misses)."""
+        h, w = self.grid
+        return max(1, _CHUNK_BYTES // (h * w * self.dec.transformer_dim * 4))
+
+    @torch.inference_mode()
+    def masks(
+        self, ctx: ImageContext, mask_tokens: torch.Tensor, keys: torch.Tensor, which: slice
+    ) -> torch.Tensor:
+        """Low-res mask logits (b, len(which), 4h, 4w) float32 for mask tokens ``which``
+        (computed a few prompts at a time: the upscaled activations are 16× the grid)."""
+        h, w = ctx.grid
+        c = self.dec.output_upscaling[3].out_channels
+        step = max(1, _CHUNK_BYTES // (16 * h * w * c * 4))
+        out = []
+        with self._autocast(keys.device):
+            for s in range(0, len(keys), step):
+                sl = slice(s, s + step)
+                out.append(self._masks(ctx, mask_tokens[sl], keys[sl], which).float())
+        return torch.cat(out)
+
+    def _masks(
+        self, ctx: ImageContext, mask_tokens: torch.Tensor, keys: torch.Tensor, which: slice
+    ) -> torch.Tensor:
+        dec = self.dec
+        idx = range(dec.num_mask_tokens)[which]
+        mlps = dec.output_hypernetworks_mlps
+        hyper = torch.stack([mlps[i](mask_tokens[:, i]) for i in idx], dim=1)  # (b, M, C')
+        b = keys.shape[0]
+        h, w = ctx.grid
+        ct1, ln, act1, ct2, act2 = dec.output_upscaling
+        # 2×2 / stride-2 transposed convolutions are matrix products per pixel; pixels
+        # stay in (i, j, ki, kj, ki2, kj2) order (layer norm and GELU are per pixel) and
+        # only the final M-channel masks are put in raster order
+        y = _deconv_2x2(keys, ct1)  # (b, hw * 4, C1)
+        y = _gelu_(F.layer_norm(y, y.shape[-1:], ln.weight, ln.bias, ln.eps), act1)
+        y = _gelu_(_deconv_2x2(y, ct2), act2)  # (b, hw * 16, C')
+        m = len(idx)
+        masks = (hyper @ y.transpose(1, 2)).reshape(b * m, h, w, 2, 2, 2, 2)
+        masks = masks.permute(0, 1, 3, 5, 2, 4, 6)  # (b M), i, ki, ki2, j, kj, kj2
+        return masks.reshape(b, m, 4 * h, 4 * w)
+
+
+def _deconv_2x2(x: torch.Tensor, conv: torch.nn.ConvTranspose2d) -> torch.Tensor:
+    """(b, P, Cin) pixels → (b, 4P, Cout): ConvTranspose2d(kernel 2, stride 2) with each
+    input pixel's four outputs next to each other in (ki, kj) order."""
+    cin, cout = conv.in_channels, conv.out_channels
+    wt = conv.weight.permute(0, 2, 3, 1).reshape(cin, 4 * cout)
+    y = torch.addmm(conv.bias.repeat(4), x.reshape(-1, cin), wt)
+    return y.reshape(x.shape[0], -1, cout)
+
+
+def _gelu_(x: torch.Tensor, act: torch.nn.Module) -> torch.Tensor:
+    """The decoder's exact GELU, in place (saves a large allocation per call)."""
+    if isinstance(act, torch.nn.GELU) and x.dtype == torch.float32:
+        return torch.ops.aten.gelu_(x, approximate=act.approximate)
+    return act(x)
+
+
+def _token_to_image(
+    attn: Attention, q: torch.Tensor, kp: torch.Tensor, keys: torch.Tensor
+) -> torch.Tensor:
+    """Attention of prompt tokens q (B, N, C) over image tokens, projections folded.
+
+    Equals ``attn(q, kp, keys)`` with kp = keys + pe (B or 1, HW, C).
+    """
+    heads = attn.num_heads
+    qh = _heads(attn, attn.q_proj(q))  # (B, H, N, d)
+    b, _, n, d = qh.shape
+    wk = _w_heads(attn.k_proj.weight, heads)  # (H, d, C)
+    qk = torch.einsum("bhnd,hdc->bhnc", qh / math.sqrt(d), wk).reshape(b, heads * n, -1)
+    scores = qk @ kp.transpose(1, 2)  # (B, H*N, HW); the key bias cancels in the softmax
+    ctx = scores.softmax(dim=-1) @ keys  # (B, H*N, C)
+    wv = _w_heads(attn.v_proj.weight, heads)
+    vh = torch.einsum("bhnc,hdc->bhnd", ctx.reshape(b, heads, n, -1), wv)
+    vh = vh + attn.v_proj.bias.reshape(1, heads, 1, d)
+    return attn.out_proj(_merge(vh))
+
+
+def _image_to_token(
+    attn: Attention,
+    kp: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    shared_q: torch.Tensor | None,
+) -> torch.Tensor:
+    """Attention of image tokens kp (B or 1, HW, C) over prompt tokens k, v (B, N, C),
+    output projection folded into the token values. Equals ``attn(kp, k, v)``.
+
+    shared_q: precomputed ``q_proj(kp)`` heads (1, H, HW, d) when kp is shared.
+    """
+    heads = attn.num_heads
+    kh = _heads(attn, attn.k_proj(k))  # (B, H, N, d)
+    vh = _heads(attn, attn.v_proj(v))
+    b, _, n, d = kh.shape
+    kh = kh / math.sqrt(d)  # scale the few token keys, not the HW × N scores
+    if shared_q is not None:  # (H, HW, d) @ (H, d, B*N): heads as batch, no broadcast copy
+        kt = kh.permute(1, 3, 0, 2).reshape(heads, d, b * n)
+        scores = (shared_q[0] @ kt).reshape(heads, -1, b, n).permute(2, 1, 0, 3)
+        scores = scores.reshape(b, -1, heads * n)
+    else:
+        wq = _w_heads(attn.q_proj.weight, heads)  # (H, d, C)
+        m = torch.einsum("hdc,bhnd->bchn", wq, kh).reshape(b, -1, heads * n)
+        bias = (attn.q_proj.bias.reshape(1, heads, 1, d) * kh).sum(-1).reshape(b, 1, -1)
+        scores = torch.baddbmm(bias, kp.expand(b, -1, -1), m)
+    p = _softmax_small(scores.reshape(b, -1, heads, n)).reshape(b, -1, heads * n)
+    wo = attn.out_proj.weight.reshape(-1, heads, d)  # (C, H, d)
+    vo = torch.einsum("bhnd,chd->bhnc", vh, wo).reshape(b, heads * n, -1)
+    # each head's softmax row sums to one, so bias / H on every token value adds the bias
+    return p @ (vo + attn.out_proj.bias / heads)
+
+
+def _softmax_small(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over a short last axis (the N prompt tokens), written out: torch's
+    kernel is several times slower when the reduced axis is this short."""
+    e = (x - x.amax(dim=-1, keepdim=True)).exp_()
+    return e.div_(e.sum(dim=-1, keepdim=True))
+
+
+def upsample_chunk(
+    low_res: torch.Tensor,
+    image_size: int,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+) -> torch.Tensor:
+    """Low-res logits (k, 4h, 4w) → logits at the crop size (k, H, W).
+
+    The same two bilinear resizes as the official ``postprocess_masks`` (to the padded
+    model size, crop the padding, to the original size); the second is the identity
+    when the sizes already agree and is skipped.
+    """
+    x = F.interpolate(
+        low_res[:, None], (image_size, image_size), mode="bilinear", align_corners=False
+    )
+    x = x[..., : input_size[0], : input_size[1]]
+    if tuple(input_size) != tuple(original_size):
+        x = F.interpolate(x, original_size, mode="bilinear", align_corners=False)
+    return x[:, 0]
