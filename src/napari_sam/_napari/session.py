@@ -28,6 +28,8 @@ class Preview:
     mask: np.ndarray
     score: float
     request: int
+    logits: np.ndarray | None = None  # low-res logits of the mask, for refinement
+    prompts: tuple = ()  # (points as tuples, labels, box) that produced it
 
 
 class SegmentationSession:
@@ -116,17 +118,44 @@ class SegmentationSession:
         labels: np.ndarray,
         box: np.ndarray | None,
         request: int,
+        *,
+        mask_input: np.ndarray | None = None,
     ) -> Preview:
         """Mask for one object from the prompts of one slice. A single click without a
-        box uses SAM's 3 candidate masks and keeps the best-scored one."""
+        box uses SAM's 3 candidate masks and keeps the best-scored one. ``mask_input``:
+        the previous preview's low-res logits when the user adds a correction click (as
+        SAM's interactive loop does)."""
         p = Predictor(self.model, self.normalization)
         p.set_embedding(emb)
-        multimask = box is None and len(points) == 1
+        multimask = box is None and len(points) == 1 and mask_input is None
         r = p.predict(
             points=points if len(points) else None,
             labels=labels if len(points) else None,
             box=box,
+            mask_input=mask_input,
             multimask=multimask,
         )
         best = r.best
-        return Preview(index, r.masks[best], float(r.scores[best]), request)
+        return Preview(
+            index,
+            r.masks[best],
+            float(r.scores[best]),
+            request,
+            r.logits[best],
+            prompt_key(points, labels, box),
+        )
+
+
+def prompt_key(points: np.ndarray, labels: np.ndarray, box: np.ndarray | None) -> tuple:
+    """Hashable description of a prompt set (to tell a refinement from a new object)."""
+    pts = tuple(map(tuple, np.round(np.asarray(points, float), 3)))
+    return pts, tuple(np.asarray(labels).tolist()), None if box is None else tuple(box)
+
+
+def is_refinement(previous: tuple, current: tuple) -> bool:
+    """True when ``current`` = ``previous`` plus more clicks (same box)."""
+    if not previous:
+        return False
+    (p_pts, p_lab, p_box), (c_pts, c_lab, c_box) = previous, current
+    n = len(p_pts)
+    return c_box == p_box and len(c_pts) > n and c_pts[:n] == p_pts and c_lab[:n] == p_lab

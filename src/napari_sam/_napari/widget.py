@@ -24,7 +24,7 @@ from .constants import (
     PREVIEW_LAYER,
 )
 from .controls import NEW_LABELS, ControlsBase
-from .session import Preview, SegmentationSession
+from .session import Preview, SegmentationSession, is_refinement, prompt_key
 
 
 class SamWidget(ControlsBase):
@@ -49,6 +49,9 @@ class SamWidget(ControlsBase):
 
         self.propagate_panel = PropagatePanel(self)
         self.layout().insertWidget(self.layout().count() - 1, self.propagate_panel)
+        from .amg_panel import AmgPanel
+
+        AmgPanel.add_to(self)  # sets self.amg_panel
         self.viewer.layers.events.inserted.connect(self._refresh_layer_lists)
         self.viewer.layers.events.removed.connect(self._refresh_layer_lists)
         self.viewer.dims.events.current_step.connect(self._on_slice_change)
@@ -131,10 +134,11 @@ class SamWidget(ControlsBase):
         """Worker errors become a status message (never re-raised in the GUI thread)."""
         self.set_status(f"Error: {err}")
 
-    def _start(self, fn, on_result, *args, done=None, progress=None):
+    def _start(self, fn, on_result, *args, done=None, progress=None, **kwargs):
         worker = create_worker(
             fn,
             *args,
+            **kwargs,
             _progress=progress,
             _connect={"errored": self._on_error},
             _start_thread=False,
@@ -210,7 +214,18 @@ class SamWidget(ControlsBase):
             return
         request = next(self._requests)
         self._latest = request
-        self._start(session.predict, self._on_preview, ctx.index, emb, pts, lab, box, request)
+        prev = self.preview
+        kwargs = {}
+        if (
+            prev is not None
+            and prev.index == ctx.index
+            and prev.logits is not None
+            and is_refinement(prev.prompts, prompt_key(pts, lab, box))
+        ):
+            kwargs["mask_input"] = prev.logits  # correction click: refine the last mask
+        self._start(
+            session.predict, self._on_preview, ctx.index, emb, pts, lab, box, request, **kwargs
+        )
 
     def _request_embedding(self, index: tuple[int, ...], prefetch: bool = False) -> None:
         """Encode a slice in a worker (store → encoder); the current slice first, then

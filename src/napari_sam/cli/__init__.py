@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "embed": ".embed",
     "info": ".info",
     "propagate": ".propagate",
+    "amg": ".amg",
 }
 
 

@@ -1,0 +1,190 @@
+"""The "Segment everything" panel of the napari-sam widget (docs/amg_volumes.md).
+
+Automatic mask generation on the current slice, or on every slice of the current
+(Z, Y, X) volume (4D: of the current time point) linked in z into 3D objects. Runs in a
+napari worker with progress and cancel, on the session's embeddings (cached / computed
+as needed). The result is written into the target Labels layer (a new one with
+"<new labels layer>") as ONE undo step (:func:`commit.write_volume`); its ids are offset
+above the layer's largest id, and existing objects are kept unless "overwrite existing
+objects" is checked (then the new objects win where they overlap).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from napari.qt.threading import create_worker
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QPushButton,
+    QSpinBox,
+)
+
+from ..engine.amg import AutomaticMaskGenerator
+from ..engine.amg_result import Progress
+from ..engine.amg_volume import DEFAULT_LINK_IOU, VolumeAmg
+from . import adapters, commit
+
+
+class AmgPanel(QGroupBox):
+    """Built with the :class:`SamWidget` it belongs to (its session, layers, status)."""
+
+    def __init__(self, widget) -> None:
+        super().__init__("Segment everything (automatic)")
+        self.widget = widget
+        # official SamAutomaticMaskGenerator defaults
+        self.points_spin = QSpinBox(minimum=1, maximum=256, value=32)
+        self.iou_spin = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.01, value=0.88)
+        self.stab_spin = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.01, value=0.95)
+        self.area_spin = QSpinBox(minimum=0, maximum=10**7, value=0)
+        self.area_spin.setToolTip("remove holes / islands smaller than this (pixels)")
+        self.link_spin = QDoubleSpinBox(
+            minimum=0.0, maximum=1.0, singleStep=0.05, value=DEFAULT_LINK_IOU
+        )
+        self.link_spin.setToolTip("link objects of adjacent slices when their IoU is ≥ this")
+        self.overwrite_check = QCheckBox("overwrite existing objects")
+        self.slice_button = QPushButton("Segment this slice", clicked=lambda: self.segment())
+        self.volume_button = QPushButton(
+            "Segment all slices (link in z)", clicked=lambda: self.segment(volume=True)
+        )
+        self.cancel_button = QPushButton("Cancel", clicked=self.cancel, enabled=False)
+        form = QFormLayout(self)
+        form.addRow("points per side", self.points_spin)
+        form.addRow("pred IoU thresh", self.iou_spin)
+        form.addRow("stability thresh", self.stab_spin)
+        form.addRow("min area", self.area_spin)
+        form.addRow("link IoU (z)", self.link_spin)
+        form.addRow(self.overwrite_check)
+        row = QHBoxLayout()
+        for b in (self.slice_button, self.volume_button, self.cancel_button):
+            row.addWidget(b)
+        form.addRow(row)
+        self.worker = None
+
+    @classmethod
+    def add_to(cls, widget) -> AmgPanel:
+        """Create the panel, add it below the widget's other panels (``widget.amg_panel``)."""
+        widget.amg_panel = panel = cls(widget)
+        widget.layout().insertWidget(widget.layout().count() - 1, panel)
+        return panel
+
+    def params(self) -> dict:
+        return {
+            "points_per_side": self.points_spin.value(),
+            "pred_iou_thresh": self.iou_spin.value(),
+            "stability_score_thresh": self.stab_spin.value(),
+            "min_mask_region_area": self.area_spin.value(),
+        }
+
+    # ------------------------------------------------------------------ actions
+    def segment(self, volume: bool = False):
+        """Start AMG on this slice (or all slices of this volume). Returns the worker,
+        or None with a status message."""
+        w = self.widget
+        try:
+            job, total, labels, key = self._prepare(volume)
+        except ValueError as err:
+            w.set_status(str(err))
+            return None
+        worker = create_worker(
+            job,
+            _progress={"total": total, "desc": "SAM segment everything"},
+            _connect={"errored": w._on_error},
+            _start_thread=False,
+        )
+        worker.yielded.connect(lambda p: w.set_status(f"segmenting: {p.message}"))
+        worker.returned.connect(lambda result: self._write(labels, key, result))
+        worker.aborted.connect(lambda: w.set_status("segmentation cancelled: labels unchanged"))
+        worker.finished.connect(self._finished)
+        w._workers.add(worker)
+        worker.finished.connect(lambda: w._workers.discard(worker))
+        self.worker = worker
+        self._set_running(True)
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+            self.widget.set_status("cancelling segmentation …")
+
+    # ---------------------------------------------------------------- internals
+    def _prepare(self, volume: bool):
+        w = self.widget
+        image, session = w.image_layer, w.session
+        if session is None or image is None:
+            raise ValueError("load a model first")
+        if self.worker is not None:
+            raise ValueError("a segmentation is already running")
+        ctx = w._ctx()
+        amg = AutomaticMaskGenerator(
+            session.model, normalization=session.normalization, **self.params()
+        )
+        labels = w.target_labels()
+        if not volume:
+
+            def one_slice():
+                gen = amg.iter_generate(session.embedding(ctx.index))
+                return (yield from _whole_steps(gen))
+
+            total = 1 + math.ceil(self.points_spin.value() ** 2 / amg.points_per_batch)
+            return one_slice, total, labels, ctx.labels_index
+        if image.rgb or adapters.spatial_ndim(image) - (w.channel_axis is not None) < 3:
+            raise ValueError("'all slices' needs a 3D (Z, Y, X) or 4D (T, Z, Y, X) image")
+        lead, lead_labels = ctx.index[:-1], ctx.labels_index[:-1]
+        nz = labels.data.shape[len(lead_labels)]
+        vol = VolumeAmg(
+            amg,
+            lambda z: session.embedding((*lead, z)),
+            nz,
+            link=True,
+            link_iou=self.link_spin.value(),
+        )
+        return lambda: (yield from _whole_steps(vol.run())), nz, labels, lead_labels
+
+    def _write(self, labels, key: tuple[int, ...], result) -> None:
+        plane = np.asarray(getattr(result, "labels", result), np.uint32)
+        n = int(plane.max()) if plane.size else 0
+        if n == 0:
+            self.widget.set_status("segment everything: no object found")
+            return
+        offset = commit.next_label_id(labels) - 1
+        full = np.zeros(labels.data.shape, np.uint32)
+        full[key] = np.where(plane > 0, plane + np.uint32(offset), 0)
+        changed = commit.write_volume(labels, full, overwrite=self.overwrite_check.isChecked())
+        if commit.MAX_ID_KEY in labels.metadata:
+            labels.metadata[commit.MAX_ID_KEY] = offset + n
+        self.widget.set_status(
+            f"segment everything: {n} objects (ids {offset + 1}–{offset + n}), "
+            f"{changed} pixels labelled (one undo step)"
+        )
+
+    def _finished(self) -> None:
+        self.worker = None
+        self._set_running(False)
+
+    def _set_running(self, running: bool) -> None:
+        self.slice_button.setEnabled(not running)
+        self.volume_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+
+def _whole_steps(gen):
+    """Re-yield a Progress generator only when ``done`` grows (the napari progress bar
+    advances one step per yield); returns its value; closing closes ``gen``."""
+    last = 0
+    try:
+        while True:
+            p = next(gen)
+            for d in range(last + 1, p.done + 1):
+                yield Progress(d, p.total, p.message)
+            last = max(last, p.done)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        gen.close()

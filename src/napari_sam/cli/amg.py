@@ -1,0 +1,216 @@
+"""``napari-sam amg``: segment everything (automatic mask generation) in a 2D image or
+in every slice of a 3D / 4D stack (docs/amg_volumes.md).
+
+    napari-sam amg cells.tif --model demo --out labels.tif --link-z
+    napari-sam amg --sample nuclei-2d            # synthetic sample: F1 + PNG overlay
+
+IMAGE: 2D (Y, X) or RGB (Y, X, 3) → a 2D label image; 3D (Z, Y, X) → per-slice ids (each
+slice 1..n) or, with ``--link-z``, 3D ids linked across slices (ids 1..N); 4D
+(T, Z, Y, X) → the same per time point. OUT: .tif, .npy or .zarr. AMG parameters default
+to the official ones, except for the packaged demo model, which uses its tuned set
+(``DEMO_PARAMS``); the parameters used are printed. Embeddings of stacks are kept in
+RAM or read from / written to ``--store``; ``--scheduler`` runs the slices on Dask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import UserError
+
+HELP = "segment everything (automatic masks) in a 2D image or every slice of a stack"
+OFFICIAL = {
+    "points_per_side": 32,
+    "pred_iou_thresh": 0.88,
+    "stability_score_thresh": 0.95,
+    "min_mask_region_area": 0,
+    "min_object_area": 0,
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("image", nargs="?", help="2D / 3D / 4D image (.tif, .npy, .zarr)")
+    src.add_argument("--sample", choices=["nuclei-2d"], help="use a bundled synthetic sample")
+    p.add_argument("--out", help="output labels (.tif, .npy or .zarr); --sample: optional")
+    p.add_argument("--model", default="demo", help="registry name (default: demo)")
+    p.add_argument("--checkpoint", help="checkpoint file (architecture from --model or shapes)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--store", help="zarr embedding store to read / fill (default: RAM only)")
+    p.add_argument("--points-per-side", type=int, help="grid points per side (official: 32)")
+    p.add_argument("--pred-iou-thresh", type=float, help="predicted IoU filter (0.88)")
+    p.add_argument("--stability-score-thresh", type=float, help="stability filter (0.95)")
+    p.add_argument("--min-mask-region-area", type=int, help="clean holes/islands below (0)")
+    p.add_argument("--min-object-area", type=int, help="drop objects smaller than this (0)")
+    p.add_argument("--link-z", action="store_true", help="link slices into 3D objects")
+    p.add_argument("--link-iou", type=float, default=None, help="min IoU of a z link (0.5)")
+    p.add_argument(
+        "--min-slices",
+        type=int,
+        help="with --link-z: drop 3D objects on fewer slices (demo model: 3, else 1)",
+    )
+    p.add_argument("--scheduler", help="Dask scheduler address, or N for a LocalCluster")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def params_for(args: argparse.Namespace) -> dict:
+    """AMG parameters: the flags given, else the demo model's tuned set (registry demo,
+    no checkpoint), else the official defaults."""
+    from ..engine.amg_volume import DEMO_PARAMS
+
+    base = DEMO_PARAMS if _is_demo(args) else OFFICIAL
+    out = dict(base)
+    for k in OFFICIAL:
+        v = getattr(args, k)
+        if v is not None:
+            out[k] = v
+    return out
+
+
+def _is_demo(args: argparse.Namespace) -> bool:
+    return args.model == "demo" and not args.checkpoint
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine.amg_volume import DEFAULT_LINK_IOU, DEMO_MIN_SLICES, object_f1
+    from .io import read_image, write_overlay
+
+    truth = None
+    if args.sample:
+        from ..synthetic import nuclei_2d
+
+        image, truth = nuclei_2d((256, 256), seed=2024)
+        out = Path(args.out or "napari-sam-out/amg_labels.tif")
+    else:
+        if not args.out:
+            raise UserError("give --out LABELS (.tif, .npy or .zarr)")
+        image, out = read_image(args.image), Path(args.out)
+    if out.suffix.lower() not in (".tif", ".tiff", ".npy", ".zarr"):
+        raise UserError(f"--out {out.name}: use .tif, .npy or .zarr")
+    rgb = image.ndim == 3 and image.shape[-1] in (3, 4) and min(image.shape[:2]) > 4
+    nd = image.ndim - (1 if rgb else 0)
+    if nd not in (2, 3, 4):
+        raise UserError(f"image has shape {tuple(image.shape)}: need 2D, 3D or 4D")
+    if args.link_iou is not None and not 0.0 <= args.link_iou <= 1.0:
+        raise UserError(f"--link-iou must be in [0, 1], got {args.link_iou}")
+    link_iou = DEFAULT_LINK_IOU if args.link_iou is None else args.link_iou
+    params = params_for(args)
+    if args.min_slices is None:
+        args.min_slices = DEMO_MIN_SLICES if _is_demo(args) else 1
+    if args.min_slices < 1:
+        raise UserError(f"--min-slices must be ≥ 1, got {args.min_slices}")
+    print("AMG parameters: " + ", ".join(f"{k}={v}" for k, v in params.items()))
+    if args.scheduler is not None and nd > 2:
+        labels = _run_dask(args, image, nd, params, link_iou)
+    else:
+        labels = _run_local(args, image, nd, rgb, params, link_iou)
+    _write(out, labels)
+    n = int(labels.max()) if labels.size else 0
+    what = "3D objects" if (nd > 2 and args.link_z) else "objects (max id)"
+    print(f"{n} {what} → {out}")
+    if truth is not None:
+        tp, npred, ntrue = object_f1(labels, truth)
+        f1 = 2 * tp / max(npred + ntrue, 1)
+        overlay = out.with_name(out.stem + "_overlay.png")
+        write_overlay(overlay, image, labels)
+        print(
+            f"F1 at IoU 0.5 vs ground truth: {f1:.3f} ({tp} of {ntrue} nuclei found, "
+            f"{npred} objects) → {overlay}"
+        )
+    return 0
+
+
+def _model(args):
+    from ..engine.loader import load_model
+
+    return load_model(
+        args.model, checkpoint=args.checkpoint, device=args.device, precision=args.precision
+    )
+
+
+def _run_local(args, image, nd: int, rgb: bool, params: dict, link_iou: float) -> np.ndarray:
+
+    from ..engine.amg import AutomaticMaskGenerator
+    from ..engine.amg_volume import VolumeAmg
+
+    model = _model(args)
+    amg = AutomaticMaskGenerator(model, **params)
+    if nd == 2:
+        return _drive(amg.iter_generate(np.asarray(image)), "amg", "step", args).labels
+    from .propagate import _Embeddings
+
+    nz = image.shape[-3]
+    embeddings = _Embeddings(model, image, [nd - 2, nd - 1], args.store)
+    result = np.zeros(image.shape, np.uint32)
+    for t in range(image.shape[0]) if nd == 4 else [None]:
+        lead = () if t is None else (t,)
+        vol = VolumeAmg(
+            amg,
+            lambda z, lead=lead: embeddings((*lead, z)),
+            nz,
+            image=lambda z, lead=lead: np.asarray(image[(*lead, z)]),
+            link=args.link_z,
+            link_iou=link_iou,
+            min_slices=args.min_slices,
+        )
+        desc = "amg" if t is None else f"amg t={t}"
+        result[lead] = _drive(vol.run(), desc, "slice", args)
+    return result
+
+
+def _drive(steps, desc: str, unit: str, args):
+    """Run a Progress generator under a tqdm bar; returns its value; Ctrl-C cancels."""
+    from tqdm import tqdm
+
+    with tqdm(unit=unit, file=sys.stderr, disable=args.no_progress, desc=desc) as bar:
+        try:
+            while True:
+                p = next(steps)
+                bar.total = p.total
+                bar.update(p.done - bar.n)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            steps.close()
+
+
+def _run_dask(args, image, nd: int, params: dict, link_iou: float) -> np.ndarray:
+    from ..engine.amg_volume import link_slices
+    from ..store import SliceLayout
+    from ..store.amg_dask import amg_slices
+    from ..store.precompute import ModelSpec
+
+    sched = int(args.scheduler) if args.scheduler.isdigit() else args.scheduler
+    spec = ModelSpec(args.model, args.checkpoint, args.device, args.precision)
+    layout = SliceLayout.for_shape(image.shape, spatial=[nd - 2, nd - 1])
+    steps = amg_slices(
+        image, layout, list(layout.indices()), spec, params, scheduler=sched, store=args.store
+    )
+    planes = _drive(steps, "amg (dask)", "slice", args)
+    result = np.zeros(image.shape, np.uint32)
+    for t in range(image.shape[0]) if nd == 4 else [None]:
+        lead = () if t is None else (t,)
+        stack = np.stack([planes[(*lead, z)] for z in range(image.shape[-3])])
+        result[lead] = link_slices(stack, link_iou, link=args.link_z, min_slices=args.min_slices)
+    return result
+
+
+def _write(path: Path, labels: np.ndarray) -> None:
+    from .io import write_labels
+
+    if path.suffix.lower() != ".zarr":
+        write_labels(path, labels)
+        return
+    import zarr
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chunks = (1,) * (labels.ndim - 2) + labels.shape[-2:]
+    arr = zarr.create_array(
+        store=str(path), shape=labels.shape, chunks=chunks, dtype="uint32", overwrite=True
+    )
+    arr[...] = labels
