@@ -36,7 +36,7 @@ def main() -> int:
     from napari_sam._napari.widget import SamWidget
 
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1400, 900)
+    viewer.window._qt_window.resize(1700, 1000)
     (image, image_meta, _), (truth, _truth_meta, _) = nuclei_3d()
     layer = viewer.add_image(image, **image_meta)
     widget = SamWidget(viewer)
@@ -48,6 +48,7 @@ def main() -> int:
     widget.load_model()
     wait(app, lambda: widget.session is not None)
 
+    viewer.reset_view()
     z = image.shape[0] // 2
     viewer.dims.set_point(0, layer.data_to_world((z, 0, 0))[0])
     ids = [i for i in np.unique(truth[z]) if i]
@@ -57,6 +58,7 @@ def main() -> int:
         widget.points.add([z, r, c])
         wait(app, lambda: widget.preview is not None)
         if k == 0:
+            viewer.reset_view()
             time.sleep(0.3)
             app.processEvents()
             viewer.screenshot(str(OUT / "widget_preview.png"), canvas_only=False)
