@@ -9,22 +9,10 @@ import torch
 # triton's bundled LLVM; loaded after Qt/Mesa's llvmpipe it segfaults. Load it first.
 import torch._dynamo
 
-from napari_sam.engine.loader import SamModel, wrap_model
-from napari_sam.model.build import SamConfig, build_sam
+from napari_sam.engine.loader import SamModel
+from napari_sam.model.build import SamConfig
 
-TINY = SamConfig(
-    image_size=64,
-    patch_size=8,
-    embed_dim=32,
-    depth=2,
-    num_heads=2,
-    window_size=4,
-    global_attn_indexes=(1,),
-    prompt_embed_dim=32,
-    decoder_mlp_dim=64,
-    decoder_num_heads=2,
-    iou_head_hidden_dim=32,
-)
+from tiny import TINY, make_tiny
 
 
 @pytest.fixture
@@ -35,8 +23,7 @@ def tiny_config() -> SamConfig:
 @pytest.fixture
 def tiny_model() -> SamModel:
     """A tiny random-weight SAM (64² input, 8×8 token grid), fp32 on CPU."""
-    torch.manual_seed(0)
-    return wrap_model(build_sam(TINY), TINY, "tiny", device="cpu", precision="fp32")
+    return make_tiny(0)
 
 
 @pytest.fixture

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from store_helpers import TINY, make_tiny
 
 from napari_sam.engine.loader import SamModel
 from napari_sam.store import ModelSpec
+
+from store_helpers import TINY, make_tiny
 
 
 @pytest.fixture(autouse=True)

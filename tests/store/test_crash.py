@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from store_helpers import volume
 
 from napari_sam.engine.predictor import Predictor
 from napari_sam.store import EmbeddingStore, StoreWriteError, precompute
+
+from store_helpers import volume
 
 KILL_SCRIPT = """
 import sys, numpy as np, torch

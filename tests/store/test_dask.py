@@ -7,11 +7,12 @@ import collections
 import pytest
 import torch
 import zarr
-from store_helpers import volume
 
 from napari_sam.engine.predictor import Predictor
 from napari_sam.store import EmbeddingStore, precompute
 from napari_sam.store.precompute import worker_load_counts
+
+from store_helpers import volume
 
 distributed = pytest.importorskip("distributed")
 

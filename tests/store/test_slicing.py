@@ -6,9 +6,10 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
-from store_helpers import CountingArray
 
 from napari_sam.store import SliceLayout, parse_slices
+
+from store_helpers import CountingArray
 
 
 def test_2d_image_has_one_slice():

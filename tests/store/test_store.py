@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from store_helpers import TINY, CountingArray, make_tiny, volume
 
 from napari_sam.engine.image import Normalization
 from napari_sam.engine.predictor import Predictor
@@ -22,6 +21,8 @@ from napari_sam.store import (
     default_store_path,
     store_info,
 )
+
+from store_helpers import TINY, CountingArray, make_tiny, volume
 
 
 def filled(tmp_path, model, img, **kw) -> EmbeddingStore:
