@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from napari.qt.threading import create_worker
 from qtpy.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
@@ -91,21 +90,16 @@ class AmgPanel(QGroupBox):
         except ValueError as err:
             w.set_status(str(err))
             return None
-        worker = create_worker(
+        worker = w._start(
             job,
-            _progress={"total": total, "desc": "SAM segment everything"},
-            _connect={"errored": w._on_error},
-            _start_thread=False,
+            lambda result: self._write(labels, key, result),
+            progress={"total": total, "desc": "SAM segment everything"},
+            on_yield=lambda p: w.set_status(f"segmenting: {p.message}"),
+            on_abort=lambda: w.set_status("segmentation cancelled: labels unchanged"),
+            done=self._finished,
         )
-        worker.yielded.connect(lambda p: w.set_status(f"segmenting: {p.message}"))
-        worker.returned.connect(lambda result: self._write(labels, key, result))
-        worker.aborted.connect(lambda: w.set_status("segmentation cancelled: labels unchanged"))
-        worker.finished.connect(self._finished)
-        w._workers.add(worker)
-        worker.finished.connect(lambda: w._workers.discard(worker))
         self.worker = worker
         self._set_running(True)
-        worker.start()
         return worker
 
     def cancel(self) -> None:

@@ -11,7 +11,6 @@ points layer holds only negative clicks stop the propagation. 3D (Z, Y, X) image
 from __future__ import annotations
 
 import numpy as np
-from napari.qt.threading import create_worker
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -73,21 +72,16 @@ class PropagatePanel(QGroupBox):
             return None
         prop, labels, lead = job
         self.propagator = prop
-        worker = create_worker(
+        worker = w._start(
             prop.run,
-            _progress={"total": prop.total, "desc": "SAM propagate"},
-            _connect={"errored": w._on_error},
-            _start_thread=False,
+            lambda result: self._write(labels, lead, result),
+            progress={"total": prop.total, "desc": "SAM propagate"},
+            on_yield=lambda p: w.set_status(f"propagating: {p.message}"),
+            on_abort=lambda: self._aborted(labels, lead, prop),
+            done=self._finished,
         )
-        worker.yielded.connect(lambda p: w.set_status(f"propagating: {p.message}"))
-        worker.returned.connect(lambda result: self._write(labels, lead, result))
-        worker.aborted.connect(lambda: self._aborted(labels, lead, prop))
-        worker.finished.connect(self._finished)
-        w._workers.add(worker)  # the widget quits and awaits its workers when it closes
-        worker.finished.connect(lambda: w._workers.discard(worker))
         self.worker = worker
         self._set_running(True)
-        worker.start()
         return worker
 
     def cancel(self) -> None:

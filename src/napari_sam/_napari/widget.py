@@ -134,7 +134,20 @@ class SamWidget(ControlsBase):
         """Worker errors become a status message (never re-raised in the GUI thread)."""
         self.set_status(f"Error: {err}")
 
-    def _start(self, fn, on_result, *args, done=None, progress=None, **kwargs):
+    def _start(
+        self,
+        fn,
+        on_result,
+        *args,
+        done=None,
+        progress=None,
+        on_yield=None,
+        on_abort=None,
+        **kwargs,
+    ):
+        """Run ``fn(*args, **kwargs)`` (function or generator) in a napari worker: errors
+        go to the status line, the worker is registered so closing the widget awaits it.
+        progress: napari progress-bar options; on_yield / on_abort: generator signals."""
         worker = create_worker(
             fn,
             *args,
@@ -144,6 +157,10 @@ class SamWidget(ControlsBase):
             _start_thread=False,
         )
         worker.returned.connect(on_result)
+        if on_yield is not None:
+            worker.yielded.connect(on_yield)
+        if on_abort is not None:
+            worker.aborted.connect(on_abort)
         self._workers.add(worker)
         worker.finished.connect(lambda: self._workers.discard(worker))
         if done is not None:
@@ -350,18 +367,15 @@ class SamWidget(ControlsBase):
         def job():
             yield from session.precompute(indices)
 
-        worker = create_worker(
+        self._precompute_worker = self._start(
             job,
-            _progress={"total": len(indices), "desc": "SAM embeddings"},
-            _connect={"errored": self._on_error},
-            _start_thread=False,
+            lambda _=None: None,
+            progress={"total": len(indices), "desc": "SAM embeddings"},
+            on_yield=lambda p: self.set_status(f"precomputed {p[0]}/{p[1]} slices"),
+            done=self._precompute_finished,
         )
-        worker.yielded.connect(lambda p: self.set_status(f"precomputed {p[0]}/{p[1]} slices"))
-        worker.finished.connect(self._precompute_finished)
-        self._precompute_worker = worker
         self.precompute_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        worker.start()
 
     def cancel_precompute(self) -> None:
         if self._precompute_worker is not None:
