@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from napari_sam.training.evaluate import ious_3d, seed_slices
+
 # held-out 3D volumes: the demo model was trained on 2D images (data seed 1) only
 CASES = {
     "anisotropic": {"shape": (24, 128, 128), "z_step": 2.5, "seed": 31_000},
@@ -32,27 +34,6 @@ def volume(case: str, i: int) -> tuple[np.ndarray, np.ndarray]:
 
     c = CASES[case]
     return nuclei_3d(c["shape"], seed=c["seed"] + i, z_step=c["z_step"])
-
-
-def seed_slices(truth: np.ndarray, n: int) -> np.ndarray:
-    """Seeds (Z, H, W): every nucleus annotated (its ground truth) on ``n`` slices —
-    n = 1: the middle of its z extent; n = 2: 1/4 and 3/4 of its extent."""
-    seeds = np.zeros_like(truth)
-    fractions = {1: (0.5,), 2: (0.25, 0.75)}[n]
-    for obj in np.unique(truth[truth > 0]):
-        zs = np.flatnonzero((truth == obj).any(axis=(1, 2)))
-        for f in fractions:
-            z = round(float(zs[0] + f * (zs[-1] - zs[0])))
-            seeds[z][truth[z] == obj] = obj
-    return seeds
-
-
-def ious_3d(result: np.ndarray, truth: np.ndarray) -> list[float]:
-    out = []
-    for obj in np.unique(truth[truth > 0]):
-        a, b = result == obj, truth == obj
-        out.append(float((a & b).sum() / (a | b).sum()))
-    return out
 
 
 class Embeddings:
@@ -87,7 +68,13 @@ def run_case(model, case: str, n_volumes: int, n_seed: int, **kwargs) -> tuple[l
         for z in range(image.shape[0]):
             emb(z)
         t0 = time.perf_counter()
-        result = propagate(model, emb, seed_slices(truth, n_seed), prefetch=False, **kwargs)
+        result = propagate(
+            model,
+            emb,
+            seed_slices(truth, {1: (0.5,), 2: (0.25, 0.75)}[n_seed]),
+            prefetch=False,
+            **kwargs,
+        )
         seconds.append(time.perf_counter() - t0)
         ious += ious_3d(result, truth)
     return ious, float(np.mean(seconds))

@@ -16,6 +16,7 @@ from napari_sam.engine.loader import load_model
 from napari_sam.engine.predictor import Predictor
 from napari_sam.engine.propagate import propagate
 from napari_sam.synthetic import nuclei_3d
+from napari_sam.training.evaluate import ious_3d, seed_slices
 
 # held out: the demo model is trained on 2D images only (data seed 1)
 CASES = {
@@ -30,24 +31,6 @@ def demo():
     path = weights.fetch_weights("demo")
     assert path.is_file(), f"the packaged demo model is missing: {path}"
     return load_model("demo", device="cpu", precision="fp32")
-
-
-def seed_slices(truth: np.ndarray, fractions: tuple[float, ...]) -> np.ndarray:
-    seeds = np.zeros_like(truth)
-    for obj in np.unique(truth[truth > 0]):
-        zs = np.flatnonzero((truth == obj).any(axis=(1, 2)))
-        for f in fractions:
-            z = round(float(zs[0] + f * (zs[-1] - zs[0])))
-            seeds[z][truth[z] == obj] = obj
-    return seeds
-
-
-def ious_3d(result: np.ndarray, truth: np.ndarray) -> list[float]:
-    out = []
-    for obj in np.unique(truth[truth > 0]):
-        a, b = result == obj, truth == obj
-        out.append(float((a & b).sum() / (a | b).sum()))
-    return out
 
 
 @pytest.mark.parametrize("case", list(CASES))

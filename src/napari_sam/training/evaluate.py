@@ -85,3 +85,21 @@ def evaluate(
 def summarise(results: dict[str, list[float]]) -> dict[str, float]:
     """Mean IoU per mode."""
     return {k: float(np.mean(v)) if v else float("nan") for k, v in results.items() if k in MODES}
+
+
+def seed_slices(truth: np.ndarray, fractions: tuple[float, ...]) -> np.ndarray:
+    """Seeds (Z, H, W) for propagation benchmarks: every object of ``truth`` annotated
+    (with its ground truth) on the slices at ``fractions`` of its z extent
+    ((0.5,) = the middle slice; (0.25, 0.75) = two slices)."""
+    seeds = np.zeros_like(truth)
+    for obj in np.unique(truth[truth > 0]):
+        zs = np.flatnonzero((truth == obj).any(axis=(1, 2)))
+        for f in fractions:
+            z = round(float(zs[0] + f * (zs[-1] - zs[0])))
+            seeds[z][truth[z] == obj] = obj
+    return seeds
+
+
+def ious_3d(result: np.ndarray, truth: np.ndarray) -> list[float]:
+    """Per ground-truth object: IoU of the voxels with the same id in ``result``."""
+    return [iou(result == obj, truth == obj) for obj in np.unique(truth[truth > 0])]
