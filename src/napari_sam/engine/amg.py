@@ -49,6 +49,7 @@ from .amg_result import (
 from .image import Normalization, to_uint8_rgb
 from .loader import SamModel
 from .predictor import Embedding, Predictor
+from .progress import run_to_end
 from .transforms import rc_to_model_xy
 
 __all__ = ["AmgResult", "AutomaticMaskGenerator", "ObjectRecord", "Progress"]
@@ -152,12 +153,7 @@ class AutomaticMaskGenerator:
         cache). With an embedding and ``crop_n_layers > 0`` the slice must be given as
         ``image`` too (crops are encoded from it).
         """
-        gen = self.iter_generate(source, image=image)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                return stop.value
+        return run_to_end(self.iter_generate(source, image=image))
 
     def iter_generate(
         self, source: np.ndarray | Embedding, *, image: np.ndarray | None = None
@@ -172,12 +168,7 @@ class AutomaticMaskGenerator:
         self, source: np.ndarray | Embedding, *, image: np.ndarray | None = None
     ) -> list[CompactMask]:
         """The masks the official generator would return (same order), compact."""
-        gen = self.iter_masks(source, image=image)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                return stop.value
+        return run_to_end(self.iter_masks(source, image=image))
 
     def iter_masks(
         self, source: np.ndarray | Embedding, *, image: np.ndarray | None = None

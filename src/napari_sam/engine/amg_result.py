@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 from scipy.ndimage import find_objects
 
 from .amg_masks import CompactMask, point_grid
 from .labels import paint_compact_masks
+from .progress import Progress as Progress  # re-export (one Progress type)
 
 PAINT_ORDERS = ("quality", "area")
-
-
-class Progress(NamedTuple):
-    """done / total work units (crop embeddings and point batches)."""
-
-    done: int
-    total: int
-    message: str = ""
 
 
 @dataclass(frozen=True)

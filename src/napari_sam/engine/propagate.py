@@ -45,22 +45,16 @@ import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
 from .loader import SamModel
 from .predictor import Embedding, Predictor
+from .progress import Progress, run_to_end
 from .propagate_prompts import build_prompts, parse_mode
 
 DEFAULT_MODE = "points"  # chosen by benchmarks/propagate_eval.py (docs/propagation.md)
 ALL_OBJECTS = 0  # key of ``stop_slices`` that applies to every object
-
-
-class Progress(NamedTuple):
-    done: int
-    total: int
-    message: str
 
 
 @dataclass
@@ -322,9 +316,4 @@ def propagate(
     **kwargs: object,
 ) -> np.ndarray:
     """Run a :class:`Propagator` to the end and return its label volume (Z, H, W)."""
-    gen = Propagator(model, embedding, seeds, objects, **kwargs).run()  # type: ignore[arg-type]
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(Propagator(model, embedding, seeds, objects, **kwargs).run())  # type: ignore[arg-type]

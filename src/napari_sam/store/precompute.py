@@ -19,25 +19,18 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..engine.image import Normalization
+from ..engine.progress import Progress
 from .schema import ModelSignature, fingerprint
 from .slicing import Index, SliceLayout
 
 if TYPE_CHECKING:
     from ..engine.loader import SamModel
     from .embeddings import EmbeddingStore, OnMismatch
-
-
-class Progress(NamedTuple):
-    """done / total slices of the request (already complete ones count as done)."""
-
-    done: int
-    total: int
-    message: str = ""
 
 
 @dataclass(frozen=True)
