@@ -76,10 +76,17 @@ def official_predict(op: SamPredictor, prompt: dict, multimask: bool, mask_input
     return op.predict(multimask_output=multimask, **kw)
 
 
-def assert_same(ours, theirs) -> None:
+def assert_same(ours, theirs, exact: bool = True) -> None:
+    """exact: identical binary masks. Otherwise (folded decoder, logits equal to float
+    rounding) at most 0.01 % of the pixels may differ — random weights put many logits
+    within rounding of the threshold (measured: 1 pixel of 198 000 in one of 32 calls,
+    identical masks in the others)."""
     masks, scores, logits = theirs
     assert ours.masks.shape == masks.shape and ours.masks.dtype == bool
-    assert np.array_equal(ours.masks, masks), "binary masks differ"
+    if exact:
+        assert np.array_equal(ours.masks, masks), "binary masks differ"
+    else:
+        assert np.mean(ours.masks != masks) <= 1e-4, "binary masks differ"
     np.testing.assert_allclose(ours.scores, scores, atol=ATOL, rtol=RTOL)
     np.testing.assert_allclose(ours.logits, logits, atol=ATOL, rtol=RTOL)
 
@@ -90,14 +97,17 @@ def vit_b_pair():
     return official, ours_from_official(official)
 
 
+@pytest.mark.parametrize("fast", [False, True], ids=["exact", "folded"])
 @pytest.mark.parametrize("case", list(images()))
-def test_vit_b_parity_all_prompts(vit_b_pair, case):
+def test_vit_b_parity_all_prompts(vit_b_pair, case, fast):
+    """exact: the official decoder (fp32 mode). folded: the folded decoder used outside
+    fp32 mode (prompts without mask_input) — same masks, logits equal within ATOL."""
     official, ours = vit_b_pair
     raw = images()[case]
     rgb = to_uint8_rgb(raw)  # what the official predictor is given
     op = SamPredictor(official)
     op.set_image(rgb)
-    p = Predictor(ours)
+    p = Predictor(ours, fast_decoder=fast)
     p.set_image(raw)
     torch.testing.assert_close(p.embedding.features, op.features, atol=ATOL, rtol=RTOL)
     assert p.embedding.original_size == op.original_size
@@ -108,7 +118,7 @@ def test_vit_b_parity_all_prompts(vit_b_pair, case):
         for multimask in (True, False):
             theirs = official_predict(op, prompt, multimask)
             ours_r = p.predict(multimask=multimask, **prompt)
-            assert_same(ours_r, theirs)
+            assert_same(ours_r, theirs, exact=not fast)
             assert ours_r.masks.shape[1:] == (h, w), name
         # second step: feed back the best low-res logits as mask_input
         first = p.predict(**prompt)

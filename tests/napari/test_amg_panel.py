@@ -118,3 +118,42 @@ def test_tiny_model_runs_on_a_slice(sam_widget, qtbot):
     assert p.segment() is not None
     wait_done(qtbot, p)
     assert "Error" not in sam_widget.status.text()
+
+
+def test_min_slices_drops_short_3d_objects(sam_widget, qtbot, fake_amg):
+    """Objects on all Z slices survive min slices = Z and are dropped at Z + 1."""
+    labels = sam_widget.target_labels()
+    nz = labels.data.shape[0]
+    p = sam_widget.amg_panel
+    assert p.min_slices_spin.value() == 1  # default keeps every object
+    p.min_slices_spin.setValue(nz + 1)
+    before = np.array(labels.data)
+    p.segment(volume=True)
+    wait_done(qtbot, p)
+    np.testing.assert_array_equal(labels.data, before)
+    assert "no object found" in sam_widget.status.text()
+    p.min_slices_spin.setValue(nz)
+    p.segment(volume=True)
+    wait_done(qtbot, p)
+    assert set(np.unique(labels.data)) == {0, 1, 2}
+
+
+def test_write_reads_only_the_target_block(sam_widget, qtbot, fake_amg, monkeypatch):
+    """One slice of a volume: the write touches that slice only (no full-size array)."""
+    import napari_sam._napari.commit as commit
+
+    seen = []
+    real = commit.write_volume
+
+    def spy(labels, result, overwrite=False, key=()):
+        seen.append((result.shape, key))
+        return real(labels, result, overwrite=overwrite, key=key)
+
+    monkeypatch.setattr(commit, "write_volume", spy)
+    viewer, image = sam_widget.viewer, sam_widget.image_layer
+    go_to_slice(viewer, image, 2)
+    labels = sam_widget.target_labels()
+    sam_widget.amg_panel.segment()
+    wait_done(qtbot, sam_widget.amg_panel)
+    assert seen == [(labels.data.shape[1:], (2,))]
+    assert (labels.data[2][A] == 1).all() and not labels.data[[0, 1]].any()

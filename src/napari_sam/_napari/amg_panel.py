@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 
 from ..engine.amg import AutomaticMaskGenerator
 from ..engine.amg_result import Progress
-from ..engine.amg_volume import DEFAULT_LINK_IOU, VolumeAmg
+from ..engine.amg_volume import DEFAULT_LINK_IOU, DEMO_MIN_SLICES, VolumeAmg
 from . import adapters, commit
 
 
@@ -46,6 +46,11 @@ class AmgPanel(QGroupBox):
             minimum=0.0, maximum=1.0, singleStep=0.05, value=DEFAULT_LINK_IOU
         )
         self.link_spin.setToolTip("link objects of adjacent slices when their IoU is ≥ this")
+        self.min_slices_spin = QSpinBox(minimum=1, maximum=10**4, value=1)
+        self.min_slices_spin.setToolTip(
+            "all slices: drop linked 3D objects found on fewer slices than this "
+            f"(1 keeps all; {DEMO_MIN_SLICES} suits the demo model)"
+        )
         self.overwrite_check = QCheckBox("overwrite existing objects")
         self.slice_button = QPushButton("Segment this slice", clicked=lambda: self.segment())
         self.volume_button = QPushButton(
@@ -58,6 +63,7 @@ class AmgPanel(QGroupBox):
         form.addRow("stability thresh", self.stab_spin)
         form.addRow("min area", self.area_spin)
         form.addRow("link IoU (z)", self.link_spin)
+        form.addRow("min slices (z)", self.min_slices_spin)
         form.addRow(self.overwrite_check)
         row = QHBoxLayout()
         for b in (self.slice_button, self.volume_button, self.cancel_button):
@@ -138,6 +144,7 @@ class AmgPanel(QGroupBox):
             nz,
             link=True,
             link_iou=self.link_spin.value(),
+            min_slices=self.min_slices_spin.value(),
         )
         return lambda: (yield from _whole_steps(vol.run())), nz, labels, lead_labels
 
@@ -148,9 +155,10 @@ class AmgPanel(QGroupBox):
             self.widget.set_status("segment everything: no object found")
             return
         offset = commit.next_label_id(labels) - 1
-        full = np.zeros(labels.data.shape, np.uint32)
-        full[key] = np.where(plane > 0, plane + np.uint32(offset), 0)
-        changed = commit.write_volume(labels, full, overwrite=self.overwrite_check.isChecked())
+        block = np.where(plane > 0, plane + np.uint32(offset), np.uint32(0))
+        changed = commit.write_volume(
+            labels, block, overwrite=self.overwrite_check.isChecked(), key=key
+        )
         if commit.MAX_ID_KEY in labels.metadata:
             labels.metadata[commit.MAX_ID_KEY] = offset + n
         self.widget.set_status(

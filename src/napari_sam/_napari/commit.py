@@ -102,17 +102,26 @@ def commit_slice_mask(
     return label_id
 
 
-def write_volume(labels: Labels, result: np.ndarray, overwrite: bool = False) -> int:
-    """Write a whole label volume (same shape) as ONE undo step; 0 in ``result`` leaves
-    the labels as they are. Returns the number of pixels changed."""
-    if result.shape != labels.data.shape:
-        raise ValueError(f"result shape {result.shape} ≠ labels shape {labels.data.shape}")
+def write_volume(
+    labels: Labels, result: np.ndarray, overwrite: bool = False, key: tuple[int, ...] = ()
+) -> int:
+    """Write ``result`` into ``labels.data[key]`` as ONE undo step; 0 in ``result``
+    leaves the labels as they are. ``key`` is a leading index (e.g. the time point of a
+    (T, Z, Y, X) layer) so that only that block is read and no full-size array is built.
+    Returns the number of pixels changed."""
+    key = tuple(int(k) for k in key)
+    expected = tuple(labels.data.shape[len(key) :])
+    if result.shape != expected:
+        raise ValueError(f"result shape {result.shape} ≠ labels block shape {expected}")
     target = result > 0
     if not overwrite:
-        target &= np.asarray(labels.data) == 0
+        target &= np.asarray(labels.data[key] if key else labels.data) == 0
     idx = np.nonzero(target)
-    if idx[0].size == 0:
+    n = int(idx[0].size)
+    if n == 0:
         return 0
+    values = result[idx]
+    full_idx = tuple(np.full(n, k, dtype=np.intp) for k in key) + idx
     with labels.block_history():
-        labels.data_setitem(idx, result[idx])
-    return int(idx[0].size)
+        labels.data_setitem(full_idx, values.astype(labels.data.dtype, copy=False))
+    return n

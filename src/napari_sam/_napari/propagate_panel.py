@@ -152,9 +152,7 @@ class PropagatePanel(QGroupBox):
         return {z for z, anyp in by_slice.items() if not anyp and z != z0}
 
     def _write(self, labels, lead: tuple[int, ...], result: np.ndarray) -> None:
-        full = np.zeros(labels.data.shape, labels.data.dtype)
-        full[lead] = result
-        n = commit.write_volume(labels, full)
+        n = commit.write_volume(labels, np.asarray(result), key=lead)
         self.widget.clear_prompts()
         self.widget.set_status(f"propagation done: {n} pixels labelled (one undo step)")
 

@@ -20,6 +20,8 @@ from .device import resolve_device, resolve_precision
 class SamModel:
     """A loaded SAM: module, architecture, device and the concrete precision.
 
+    ``exact``: loaded with ``precision="fp32"``, the parity mode — every step uses the
+    official operation order (no folded decoder, no fused attention).
     ``name`` is the registry name or checkpoint file name; ``weights_hash`` identifies
     the weights (SHA-256 over tensor names, shapes and bytes, computed on first use) and
     is what the embedding cache records.
@@ -30,6 +32,7 @@ class SamModel:
     name: str
     device: torch.device
     precision: str
+    exact: bool = False
     _weights_hash: str | None = field(default=None, repr=False)
     _dense_pe: torch.Tensor | None = field(default=None, repr=False)
 
@@ -82,11 +85,15 @@ def wrap_model(
     converts the image encoder's weights to bfloat16 once (after hashing the original
     weights, so ``weights_hash`` does not depend on the precision) and uses fused
     scaled-dot-product attention; prompt encoder and mask decoder stay float32.
+    Predictors of a model loaded with ``precision="fp32"`` (``exact``) decode with the
+    official mask decoder; otherwise with the folded one (see :class:`Predictor`).
     """
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     sam = sam.to(dev).eval()
-    model = SamModel(sam=sam, config=config, name=name, device=dev, precision=prec)
+    model = SamModel(
+        sam=sam, config=config, name=name, device=dev, precision=prec, exact=precision == "fp32"
+    )
     if prec == "bf16":
         _ = model.weights_hash
         sam.image_encoder.to(torch.bfloat16)
