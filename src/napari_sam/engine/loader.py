@@ -84,7 +84,8 @@ def wrap_model(
     fp32 uses the exact attention (same operation order as the official code). bf16
     converts the image encoder's weights to bfloat16 once (after hashing the original
     weights, so ``weights_hash`` does not depend on the precision) and uses fused
-    scaled-dot-product attention; prompt encoder and mask decoder stay float32.
+    scaled-dot-product attention on GPUs (the materialised one, in bf16, on a CPU);
+    prompt encoder and mask decoder stay float32.
     Predictors of a model loaded with ``precision="fp32"`` (``exact``) decode with the
     official mask decoder; otherwise with the folded one (see :class:`Predictor`).
     """
@@ -97,7 +98,10 @@ def wrap_model(
     if prec == "bf16":
         _ = model.weights_hash
         sam.image_encoder.to(torch.bfloat16)
-    set_attention_impl(sam, "exact" if prec == "fp32" else "sdpa")
+    # bf16 on a CPU: the materialised attention in a reused buffer measured ~15 % faster
+    # than sdpa with the rel-pos bias as mask (docs/benchmarks.md); GPUs use sdpa
+    fused = prec != "fp32" and dev.type != "cpu"
+    set_attention_impl(sam, "sdpa" if fused else "exact")
     return model
 
 

@@ -37,6 +37,29 @@ class MLPBlock(nn.Module):
         return self.lin2(self.act(self.lin1(x)))
 
 
+class Scratch:
+    """One growing byte buffer handed out as tensors, for large temporaries that are
+    dead before the next request (the attention matrices of successive encoder blocks).
+    Owned by one forward pass; freed with it."""
+
+    def __init__(self) -> None:
+        self._buf: torch.Tensor | None = None
+
+    def tensor(
+        self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
+        """An uninitialised tensor of ``shape`` / ``dtype`` on ``device`` (it aliases
+        the tensors handed out before)."""
+        n = 1
+        for d in shape:
+            n *= int(d)
+        nbytes = n * torch.empty((), dtype=dtype).element_size()
+        if self._buf is None or self._buf.numel() < nbytes or self._buf.device != device:
+            self._buf = None  # free the old buffer before allocating the new one
+            self._buf = torch.empty(nbytes, dtype=torch.uint8, device=device)
+        return self._buf[:nbytes].view(dtype).view(shape)
+
+
 ATTENTION_IMPLS = ("exact", "sdpa")
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d, MLPBlock, SwitchableAttention
+from .common import LayerNorm2d, MLPBlock, Scratch, SwitchableAttention
 
 
 class ImageEncoderViT(nn.Module):
@@ -70,8 +70,10 @@ class ImageEncoderViT(nn.Module):
         x = self.patch_embed(x)
         if self.pos_embed is not None:
             x = x + self.pos_embed
+        # inference: every block's attention matrix lives in one reused buffer
+        scratch = None if torch.is_grad_enabled() else Scratch()
         for blk in self.blocks:
-            x = blk(x)
+            x = blk(x, scratch)
         return self.neck(x.permute(0, 3, 1, 2))
 
 
@@ -107,17 +109,17 @@ class Block(nn.Module):
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio), nn.GELU)
         self.window_size = window_size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, H, W, C) → (B, H, W, C)."""
+    def forward(self, x: torch.Tensor, scratch: Scratch | None = None) -> torch.Tensor:
+        """x: (B, H, W, C) → (B, H, W, C). scratch: see :meth:`Attention.forward`."""
         shortcut = x
         x = self.norm1(x)
         if self.window_size > 0:
             h, w = x.shape[1], x.shape[2]
             x, padded = window_partition(x, self.window_size)
-            x = self.attn(x)
+            x = self.attn(x, scratch)
             x = window_unpartition(x, self.window_size, padded, (h, w))
         else:
-            x = self.attn(x)
+            x = self.attn(x, scratch)
         x = shortcut + x
         return x + self.mlp(self.norm2(x))
 
@@ -144,25 +146,48 @@ class Attention(SwitchableAttention):
             self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, head_dim))
             self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, H, W, C) → (B, H, W, C)."""
+    def forward(self, x: torch.Tensor, scratch: Scratch | None = None) -> torch.Tensor:
+        """x: (B, H, W, C) → (B, H, W, C).
+
+        scratch (inference only, no autograd): the (B·heads, HW, HW) attention matrix (or
+        the sdpa bias) is written into this reused buffer and updated in place — the
+        same element-wise operations in the same order, so "exact" stays bit-identical
+        to the reference, without allocating (and page-faulting) fresh matrices.
+        """
         b, h, w, _ = x.shape
         nh = self.num_heads
         qkv = self.qkv(x).reshape(b, h * w, 3, nh, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.reshape(3, b * nh, h * w, -1).unbind(0)
+        n = h * w
         if self.impl == "exact":
-            attn = (q * self.scale) @ k.transpose(-2, -1)
+            qs, kt = q * self.scale, k.transpose(-2, -1)
+            if scratch is None:
+                attn = qs @ kt
+            else:
+                attn = torch.matmul(qs, kt, out=scratch.tensor((b * nh, n, n), q.dtype, q.device))
             if self.use_rel_pos:
                 rel_h, rel_w = rel_pos_terms(q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w))
-                attn = attn.view(-1, h, w, h, w) + rel_h[..., None] + rel_w[..., None, :]
-                attn = attn.reshape(-1, h * w, h * w)
-            out = attn.softmax(dim=-1) @ v
+                if scratch is None:
+                    attn = attn.view(-1, h, w, h, w) + rel_h[..., None] + rel_w[..., None, :]
+                    attn = attn.reshape(-1, n, n)
+                else:  # (attn + rel_h) + rel_w, in place
+                    attn.view(-1, h, w, h, w).add_(rel_h[..., None]).add_(rel_w[..., None, :])
+            if scratch is None:
+                attn = attn.softmax(dim=-1)
+            else:
+                attn = torch.ops.aten._softmax.out(attn, -1, False, out=attn)
+            out = attn @ v
         else:
             bias = None
             if self.use_rel_pos:
                 rel_h, rel_w = rel_pos_terms(q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w))
-                bias = (rel_h[..., None] + rel_w[..., None, :]).reshape(-1, h * w, h * w)
-                bias = bias.to(q.dtype)
+                rel_h, rel_w = rel_h.to(q.dtype), rel_w.to(q.dtype)
+                if scratch is None:
+                    bias = rel_h[..., None] + rel_w[..., None, :]
+                else:
+                    bias = scratch.tensor((b * nh, h, w, h, w), q.dtype, q.device)
+                    torch.add(rel_h[..., None], rel_w[..., None, :], out=bias)
+                bias = bias.reshape(-1, n, n)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
         out = out.reshape(b, nh, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
         return self.proj(out)
