@@ -4,7 +4,7 @@ Same parameters, defaults and pipeline as the official ``SamAutomaticMaskGenerat
 (grid of single positive points → 3 masks each → predicted-IoU filter → stability
 filter → drop masks cut by a crop edge → box NMS per crop → NMS across crops →
 optional small-region clean-up with NMS), so in fp32 it returns the same set of masks.
-It is faster because it does less, not something else (see :mod:`.amg_decoder` and
+It is faster because it does less, not something else (see :mod:`.folded_decoder` and
 docs/amg.md): IoU filtering before the decoder's upscaling and any full-size
 upsampling, survivors upsampled in bounded chunks, batched stability / boxes, compact
 box-sized masks instead of full-size ones or RLEs, torchvision's batched NMS.
@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms, box_area
 
-from .amg_decoder import GridDecoder, ImageContext, upsample_chunk
 from .amg_masks import (
     CompactMask,
     binarize,
@@ -46,6 +45,7 @@ from .amg_result import (
     check_int,
     check_range,
 )
+from .folded_decoder import FoldedDecoder, ImageContext, upsample_chunk
 from .image import Normalization, to_uint8_rgb
 from .loader import SamModel
 from .predictor import Embedding, Predictor
@@ -135,7 +135,7 @@ class AutomaticMaskGenerator:
         self.normalization = normalization or Normalization()
         sam = model.sam
         self.decoder_precision = decoder_precision
-        self._decoder = GridDecoder(
+        self._decoder = FoldedDecoder(
             sam.mask_decoder,
             sam.prompt_encoder.no_mask_embed.weight,
             sam.embedding_size,

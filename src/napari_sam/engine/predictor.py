@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .amg_decoder import GridDecoder, ImageContext, upsample_chunk
+from .folded_decoder import FoldedDecoder, ImageContext, upsample_chunk
 from .image import Normalization, to_uint8_rgb
 from .loader import SamModel
 from .prompts import Prompts, validate_prompts
@@ -68,7 +68,7 @@ class Predictor:
         fast_decoder: bool | None = None,
     ) -> None:
         """fast_decoder: decode prompts without a ``mask_input`` with the folded decoder
-        (:class:`~napari_sam.engine.amg_decoder.GridDecoder`: image-side work of the first
+        (:class:`~napari_sam.engine.folded_decoder.FoldedDecoder`: image-side work of the first
         block done once per embedding, projections folded into the few prompt tokens —
         same mathematics, logits equal to float rounding, ~2× faster). None → on unless
         the model was loaded with ``precision="fp32"`` (the exact parity mode)."""
@@ -77,7 +77,7 @@ class Predictor:
         self._embedding: Embedding | None = None
         self._context: ImageContext | None = None
         self.fast_decoder = (not model.exact) if fast_decoder is None else bool(fast_decoder)
-        self._grid_decoder: GridDecoder | None = None
+        self._grid_decoder: FoldedDecoder | None = None
 
     # ---------------------------------------------------------------- image / embedding
     def prepare_input(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -234,7 +234,7 @@ class Predictor:
         input; the image context is computed once per embedding."""
         sam = self.model.sam
         if self._grid_decoder is None:
-            self._grid_decoder = GridDecoder(
+            self._grid_decoder = FoldedDecoder(
                 sam.mask_decoder, sam.prompt_encoder.no_mask_embed.weight, sam.embedding_size
             )
         gd = self._grid_decoder

@@ -1,4 +1,4 @@
-"""Mask decoder for many single-point prompts on one image embedding (the AMG grid).
+"""Mask decoder for many prompts on one image embedding (the AMG grid, interactive clicks).
 
 Computes what :class:`napari_sam.model.mask_decoder.MaskDecoder` computes for B prompts
 that share one image embedding and no mask input, with less work:
@@ -69,8 +69,9 @@ def _w_heads(w: torch.Tensor, heads: int) -> torch.Tensor:
     return w.reshape(heads, ci // heads, c)
 
 
-class GridDecoder:
-    """Batched mask decoding of single positive points on one embedding.
+class FoldedDecoder:
+    """Batched mask decoding of prompts without a mask input on one embedding (the AMG
+    point grid; the Predictor's points / boxes outside fp32 mode).
 
     Use :meth:`context` once per embedding, then :meth:`tokens` per batch of prompts and
     :meth:`masks` for the prompts whose IoU passes.
