@@ -139,3 +139,42 @@ def test_point_location_drives_the_prompt_encoder(tiny_model):
     p.set_image(np.zeros((32, 64), np.uint8))  # resized to 32 × 64 (long side 64)
     p.predict(points=[[3.0, 50.0]], labels=[1])
     assert seen["xy"].tolist() == [[[50.0, 3.0]]]
+
+
+def test_best_only_returns_the_best_scored_mask(pred):
+    """best_only: one mask, equal to the best of the 3 (scores and low-res logits too)."""
+    p = pred
+    full = p.predict(points=[[20.0, 30.0]], labels=[1])
+    best = p.predict(points=[[20.0, 30.0]], labels=[1], best_only=True)
+    assert best.masks.shape == (1, *full.masks.shape[1:])
+    np.testing.assert_array_equal(best.masks[0], full.masks[full.best])
+    assert best.scores[0] == full.scores[full.best]
+    np.testing.assert_array_equal(best.logits[0], full.logits[full.best])
+
+
+def test_folded_decoder_agrees_with_the_official_order(pred, tiny_model):
+    """fast_decoder on / off on the same embedding: logits equal to float rounding, for
+    points, boxes and a batch; a mask_input always takes the official decoder."""
+    assert tiny_model.exact and not pred.fast_decoder  # fp32 model → official order
+    exact = Predictor(tiny_model, fast_decoder=False)
+    fast = Predictor(tiny_model, fast_decoder=True)
+    exact.set_embedding(pred.embedding)
+    fast.set_embedding(pred.embedding)
+    assert not exact.fast_decoder and fast.fast_decoder
+    for kw in (
+        dict(points=[[20.0, 30.0]], labels=[1]),
+        dict(points=[[20.0, 30.0], [30.0, 10.0]], labels=[1, 0]),
+        dict(box=[5.0, 6.0, 35.0, 50.0]),
+    ):
+        a, b = exact.predict(**kw), fast.predict(**kw)
+        np.testing.assert_allclose(a.logits, b.logits, atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5, rtol=1e-5)
+        assert np.mean(a.masks != b.masks) <= 1e-3
+        prev = a.logits[a.best]
+        c = exact.predict(mask_input=prev, multimask=False, **kw)
+        d = fast.predict(mask_input=prev, multimask=False, **kw)
+        np.testing.assert_array_equal(c.logits, d.logits)
+    pts = np.array([[[20.0, 30.0]], [[10.0, 12.0]]])
+    a = exact.predict_batch(points=pts, labels=np.ones((2, 1)))
+    b = fast.predict_batch(points=pts, labels=np.ones((2, 1)))
+    np.testing.assert_allclose(a.logits, b.logits, atol=1e-5, rtol=1e-5)

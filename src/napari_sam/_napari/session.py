@@ -52,7 +52,8 @@ class SegmentationSession:
         self.normalization = normalization or Normalization()
         self._predictor = Predictor(model, self.normalization)
         self._ram: OrderedDict[tuple[int, ...], Embedding] = OrderedDict()
-        self._lock = threading.Lock()  # guards _ram only, never held while computing
+        self._lock = threading.Lock()  # guards _ram / _click_predictor, never held long
+        self._click_predictor: tuple[Embedding, Predictor] | None = None
         self.store = None
         if store_path is not None:
             from ..store import EmbeddingStore, SliceLayout
@@ -125,8 +126,7 @@ class SegmentationSession:
         box uses SAM's 3 candidate masks and keeps the best-scored one. ``mask_input``:
         the previous preview's low-res logits when the user adds a correction click (as
         SAM's interactive loop does)."""
-        p = Predictor(self.model, self.normalization)
-        p.set_embedding(emb)
+        p = self._predictor_for(emb)
         multimask = box is None and len(points) == 1 and mask_input is None
         r = p.predict(
             points=points if len(points) else None,
@@ -134,16 +134,30 @@ class SegmentationSession:
             box=box,
             mask_input=mask_input,
             multimask=multimask,
+            best_only=True,
         )
-        best = r.best
         return Preview(
             index,
-            r.masks[best],
-            float(r.scores[best]),
+            r.masks[0],
+            float(r.scores[0]),
             request,
-            r.logits[best],
+            r.logits[0],
             prompt_key(points, labels, box),
         )
+
+    def _predictor_for(self, emb: Embedding) -> Predictor:
+        """A Predictor on ``emb``, reused while the embedding is the same object, so its
+        per-embedding decoder context is computed once per slice, not once per click.
+        (Preview workers may overlap: a Predictor is never shared with the encoder.)"""
+        with self._lock:
+            cached = self._click_predictor
+            if cached is not None and cached[0] is emb:
+                return cached[1]
+        p = Predictor(self.model, self.normalization)
+        p.set_embedding(emb)
+        with self._lock:
+            self._click_predictor = (emb, p)
+        return p
 
 
 def prompt_key(points: np.ndarray, labels: np.ndarray, box: np.ndarray | None) -> tuple:

@@ -141,12 +141,16 @@ class Predictor:
         box: np.ndarray | list | None = None,
         mask_input: np.ndarray | None = None,
         multimask: bool = True,
+        best_only: bool = False,
     ) -> PredictResult:
         """Masks for one object.
 
         points: (N, 2) (row, col); labels: (N,) 1 = positive, 0 = negative;
         box: (4,) (row_min, col_min, row_max, col_max); mask_input: (4h, 4w) low-res
-        logits of a previous result. Returns 3 masks if ``multimask`` else 1.
+        logits of a previous result. Returns 3 masks if ``multimask`` else 1;
+        ``best_only``: only the mask with the highest predicted IoU (C = 1), and only it
+        is upsampled to slice size (what an interactive preview needs; faster on big
+        slices).
         """
         emb = self._require_embedding()
         prompts = validate_prompts(
@@ -158,7 +162,7 @@ class Predictor:
             self.model.sam.low_res_size,
             batched=False,
         )
-        r = self._decode(emb, prompts, multimask)
+        r = self._decode(emb, prompts, multimask, best_only)
         return PredictResult(r.masks[0], r.scores[0], r.logits[0])
 
     def predict_batch(
@@ -193,7 +197,9 @@ class Predictor:
         return self._embedding
 
     @torch.inference_mode()
-    def _decode(self, emb: Embedding, prompts: Prompts, multimask: bool) -> PredictResult:
+    def _decode(
+        self, emb: Embedding, prompts: Prompts, multimask: bool, best_only: bool = False
+    ) -> PredictResult:
         sam, dev = self.model.sam, self.model.device
         pts = prompts.model_points(emb.original_size, emb.input_size, dev)
         boxes = prompts.model_boxes(emb.original_size, emb.input_size, dev)
@@ -212,6 +218,10 @@ class Predictor:
                 dense_prompt_embeddings=dense,
                 multimask_output=multimask,
             )
+        if best_only:
+            rows = torch.arange(iou.shape[0], device=iou.device)
+            best = iou.argmax(dim=1)
+            low_res, iou = low_res[rows, best][:, None], iou[rows, best][:, None]
         if self.fast_decoder:  # one channel per resize: ~2× faster, equal to rounding
             b, m, h, w = low_res.shape
             up = upsample_chunk(
