@@ -18,10 +18,19 @@ B = (slice(30, 36), slice(2, 10))  # object 2
 class FakeAmg:
     """Deterministic stand-in for AutomaticMaskGenerator (same constructor / API)."""
 
+    last = None  # the most recent instance (its params)
+
     def __init__(self, model, normalization=None, **params):
-        self.params, self.crop_n_layers, self.points_per_batch = params, 0, 64
+        self.params, self.points_per_batch = params, 64
+        self.crop_n_layers = params.get("crop_n_layers", 0)
+        self.images = []
+        FakeAmg.last = self
+
+    def n_steps(self, shape):
+        return 2
 
     def iter_generate(self, source, *, image=None):
+        self.images.append(image)
         h, w = source.original_size
         labels = np.zeros((h, w), np.uint32)
         labels[A], labels[B] = 1, 2
@@ -47,12 +56,18 @@ def wait_done(qtbot, panel):
 
 def test_panel_has_official_defaults(sam_widget):
     p = sam_widget.amg_panel
-    assert p.params() == {
-        "points_per_side": 32,
-        "pred_iou_thresh": 0.88,
-        "stability_score_thresh": 0.95,
-        "min_mask_region_area": 0,
+    import inspect
+
+    from napari_sam.engine.amg import AutomaticMaskGenerator
+
+    official = {
+        k: v.default
+        for k, v in inspect.signature(AutomaticMaskGenerator).parameters.items()
+        if k in p.params()
     }
+    assert p.params() == pytest.approx(official) and len(official) == 12
+    assert p.preset_combo.currentText() == "official defaults"
+    assert not p.advanced.isVisibleTo(p)
     assert not p.overwrite_check.isChecked() and not p.cancel_button.isEnabled()
 
 
@@ -157,3 +172,36 @@ def test_write_reads_only_the_target_block(sam_widget, qtbot, fake_amg, monkeypa
     wait_done(qtbot, sam_widget.amg_panel)
     assert seen == [(labels.data.shape[1:], (2,))]
     assert (labels.data[2][A] == 1).all() and not labels.data[[0, 1]].any()
+
+
+def test_presets_follow_the_loaded_model(sam_widget):
+    from napari_sam.engine.amg_volume import DEMO_MIN_SLICES, DEMO_PARAMS
+
+    p = sam_widget.amg_panel
+    p.model_loaded("demo")
+    assert p.preset_combo.currentText() == "demo model (tuned)"
+    got = p.params()
+    for k, v in DEMO_PARAMS.items():
+        assert got[k] == pytest.approx(v), k
+    assert p.min_slices_spin.value() == DEMO_MIN_SLICES
+    p.model_loaded("vit_b")
+    assert p.params()["pred_iou_thresh"] == pytest.approx(0.88)
+    assert p.min_slices_spin.value() == 1
+
+
+def test_advanced_parameters_reach_the_generator(sam_widget, qtbot, fake_amg):
+    p = sam_widget.amg_panel
+    p.advanced_check.setChecked(True)
+    assert p.advanced.isVisibleTo(p)
+    p.box_nms_spin.setValue(0.5)
+    p.crop_layers_spin.setValue(1)
+    p.offset_spin.setValue(2.0)
+    p.segment()
+    wait_done(qtbot, p)
+    params = FakeAmg.last.params
+    assert params["box_nms_thresh"] == pytest.approx(0.5)
+    assert params["crop_n_layers"] == 1 and params["stability_score_offset"] == 2.0
+    # crop layers are encoded from the slice: the generator got the slice itself
+    img = FakeAmg.last.images[0]
+    ctx = sam_widget._ctx()
+    np.testing.assert_array_equal(img, np.asarray(sam_widget.image_layer.data[ctx.index]))

@@ -11,23 +11,38 @@ objects" is checked (then the new objects win where they overlap).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QPushButton,
     QSpinBox,
+    QWidget,
 )
 
 from ..engine.amg import AutomaticMaskGenerator
 from ..engine.amg_result import Progress
-from ..engine.amg_volume import DEFAULT_LINK_IOU, DEMO_MIN_SLICES, VolumeAmg
+from ..engine.amg_volume import DEFAULT_LINK_IOU, DEMO_MIN_SLICES, DEMO_PARAMS, VolumeAmg
 from . import adapters, commit
+
+
+OFFICIAL_PRESET, DEMO_PRESET = "official defaults", "demo model (tuned)"
+OFFICIAL_CROP_OVERLAP = 512 / 1500  # shown rounded (0.3413) by the spin box
+PRESETS: dict[str, dict] = {
+    OFFICIAL_PRESET: {
+        "points_per_side": 32,
+        "pred_iou_thresh": 0.88,
+        "stability_score_thresh": 0.95,
+        "min_mask_region_area": 0,
+        "min_object_area": 0,
+        "min_slices": 1,
+    },
+    DEMO_PRESET: {**DEMO_PARAMS, "min_slices": DEMO_MIN_SLICES},
+}
 
 
 class AmgPanel(QGroupBox):
@@ -37,6 +52,13 @@ class AmgPanel(QGroupBox):
         super().__init__("Segment everything (automatic)")
         self.widget = widget
         # official SamAutomaticMaskGenerator defaults
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems(list(PRESETS))
+        self.preset_combo.setToolTip(
+            "official: SamAutomaticMaskGenerator's defaults; demo model: tuned for the "
+            "packaged demo model (chosen automatically when it is loaded)"
+        )
+        self.preset_combo.currentTextChanged.connect(self.apply_preset)
         self.points_spin = QSpinBox(minimum=1, maximum=256, value=32)
         self.iou_spin = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.01, value=0.88)
         self.stab_spin = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.01, value=0.95)
@@ -51,6 +73,35 @@ class AmgPanel(QGroupBox):
             "all slices: drop linked 3D objects found on fewer slices than this "
             f"(1 keeps all; {DEMO_MIN_SLICES} suits the demo model)"
         )
+        # the other official parameters, folded away under "advanced"
+        self.batch_spin = QSpinBox(minimum=1, maximum=4096, value=64)
+        self.offset_spin = QDoubleSpinBox(minimum=0.0, maximum=100.0, singleStep=0.1, value=1.0)
+        self.box_nms_spin = QDoubleSpinBox(minimum=0.01, maximum=1.0, singleStep=0.05, value=0.7)
+        self.crop_layers_spin = QSpinBox(minimum=0, maximum=4, value=0)
+        self.crop_nms_spin = QDoubleSpinBox(minimum=0.01, maximum=1.0, singleStep=0.05, value=0.7)
+        self.crop_overlap_spin = QDoubleSpinBox(
+            minimum=0.0, maximum=0.99, singleStep=0.05, decimals=4, value=OFFICIAL_CROP_OVERLAP
+        )
+        self.crop_downscale_spin = QSpinBox(minimum=1, maximum=16, value=1)
+        self.min_object_spin = QSpinBox(minimum=0, maximum=10**7, value=0)
+        self.min_object_spin.setToolTip("drop objects smaller than this (pixels)")
+        self.advanced_check = QCheckBox("advanced parameters")
+        self.advanced = QWidget()
+        adv = QFormLayout(self.advanced)
+        adv.setContentsMargins(0, 0, 0, 0)
+        for label, spin in (
+            ("points per batch", self.batch_spin),
+            ("stability offset", self.offset_spin),
+            ("box NMS thresh", self.box_nms_spin),
+            ("crop layers", self.crop_layers_spin),
+            ("crop NMS thresh", self.crop_nms_spin),
+            ("crop overlap", self.crop_overlap_spin),
+            ("crop points downscale", self.crop_downscale_spin),
+            ("min object area", self.min_object_spin),
+        ):
+            adv.addRow(label, spin)
+        self.advanced.setVisible(False)
+        self.advanced_check.toggled.connect(self.advanced.setVisible)
         self.overwrite_check = QCheckBox("overwrite existing objects")
         self.slice_button = QPushButton("Segment this slice", clicked=lambda: self.segment())
         self.volume_button = QPushButton(
@@ -58,12 +109,15 @@ class AmgPanel(QGroupBox):
         )
         self.cancel_button = QPushButton("Cancel", clicked=self.cancel, enabled=False)
         form = QFormLayout(self)
+        form.addRow("preset", self.preset_combo)
         form.addRow("points per side", self.points_spin)
         form.addRow("pred IoU thresh", self.iou_spin)
         form.addRow("stability thresh", self.stab_spin)
         form.addRow("min area", self.area_spin)
         form.addRow("link IoU (z)", self.link_spin)
         form.addRow("min slices (z)", self.min_slices_spin)
+        form.addRow(self.advanced_check)
+        form.addRow(self.advanced)
         form.addRow(self.overwrite_check)
         row = QHBoxLayout()
         for b in (self.slice_button, self.volume_button, self.cancel_button):
@@ -79,12 +133,39 @@ class AmgPanel(QGroupBox):
         return panel
 
     def params(self) -> dict:
+        """AutomaticMaskGenerator keyword arguments from the controls."""
         return {
             "points_per_side": self.points_spin.value(),
             "pred_iou_thresh": self.iou_spin.value(),
             "stability_score_thresh": self.stab_spin.value(),
             "min_mask_region_area": self.area_spin.value(),
+            "points_per_batch": self.batch_spin.value(),
+            "stability_score_offset": self.offset_spin.value(),
+            "box_nms_thresh": self.box_nms_spin.value(),
+            "crop_n_layers": self.crop_layers_spin.value(),
+            "crop_nms_thresh": self.crop_nms_spin.value(),
+            "crop_overlap_ratio": _crop_overlap(self.crop_overlap_spin.value()),
+            "crop_n_points_downscale_factor": self.crop_downscale_spin.value(),
+            "min_object_area": self.min_object_spin.value(),
         }
+
+    def apply_preset(self, name: str) -> None:
+        """Set the controls to a preset (:data:`PRESETS`); the combo shows it."""
+        preset = PRESETS[name]
+        if self.preset_combo.currentText() != name:
+            self.preset_combo.setCurrentText(name)  # re-enters with the same name
+            return
+        self.points_spin.setValue(preset["points_per_side"])
+        self.iou_spin.setValue(preset["pred_iou_thresh"])
+        self.stab_spin.setValue(preset["stability_score_thresh"])
+        self.area_spin.setValue(preset["min_mask_region_area"])
+        self.min_object_spin.setValue(preset["min_object_area"])
+        self.min_slices_spin.setValue(preset["min_slices"])
+
+    def model_loaded(self, name: str | None) -> None:
+        """Called by the widget when a model is loaded (``name``: its registry name, None
+        for a checkpoint file): the packaged demo model gets its preset."""
+        self.apply_preset(DEMO_PRESET if name == "demo" else OFFICIAL_PRESET)
 
     # ------------------------------------------------------------------ actions
     def segment(self, volume: bool = False):
@@ -126,14 +207,19 @@ class AmgPanel(QGroupBox):
             session.model, normalization=session.normalization, **self.params()
         )
         labels = w.target_labels()
+        crops = amg.crop_n_layers > 0  # crops are encoded from the slice itself
+
+        def slice_image(index: tuple[int, ...]) -> np.ndarray | None:
+            return np.asarray(session.image[index]) if crops else None
+
         if not volume:
 
             def one_slice():
-                gen = amg.iter_generate(session.embedding(ctx.index))
+                emb = session.embedding(ctx.index)
+                gen = amg.iter_generate(emb, image=slice_image(ctx.index))
                 return (yield from _whole_steps(gen))
 
-            total = 1 + math.ceil(self.points_spin.value() ** 2 / amg.points_per_batch)
-            return one_slice, total, labels, ctx.labels_index
+            return one_slice, amg.n_steps(ctx.shape), labels, ctx.labels_index
         if image.rgb or adapters.spatial_ndim(image) - (w.channel_axis is not None) < 3:
             raise ValueError("'all slices' needs a 3D (Z, Y, X) or 4D (T, Z, Y, X) image")
         lead, lead_labels = ctx.index[:-1], ctx.labels_index[:-1]
@@ -142,6 +228,7 @@ class AmgPanel(QGroupBox):
             amg,
             lambda z: session.embedding((*lead, z)),
             nz,
+            image=lambda z: slice_image((*lead, z)),
             link=True,
             link_iou=self.link_spin.value(),
             min_slices=self.min_slices_spin.value(),
@@ -174,6 +261,12 @@ class AmgPanel(QGroupBox):
         self.slice_button.setEnabled(not running)
         self.volume_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+
+
+def _crop_overlap(shown: float) -> float:
+    """The spin box rounds to 4 decimals: its rounded official default means exactly
+    512 / 1500 (crop boxes would differ from the official ones otherwise)."""
+    return OFFICIAL_CROP_OVERLAP if abs(shown - OFFICIAL_CROP_OVERLAP) < 5e-5 else shown
 
 
 def _whole_steps(gen):

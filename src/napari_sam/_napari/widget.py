@@ -115,11 +115,14 @@ class SamWidget(ControlsBase):
         self.set_status(f"Loading {name} …")
         self._start(
             job,
-            lambda s: self._on_session(s, image),
+            lambda s: self._on_session(s, image, registry=ckpt is None),
             done=lambda: self.load_button.setEnabled(True),
         )
 
-    def _on_session(self, session: SegmentationSession, image: Image) -> None:
+    def _on_session(
+        self, session: SegmentationSession, image: Image, registry: bool = True
+    ) -> None:
+        """registry: the model came from the registry (not a checkpoint file)."""
         if image not in self.viewer.layers:
             self.set_status(f"image layer {image.name!r} was removed while loading; load again")
             return
@@ -128,6 +131,7 @@ class SamWidget(ControlsBase):
         m = session.model
         where = session.store.path if session.store is not None else "RAM"
         self.set_status(f"{m.name} on {m.device} ({m.precision}); embeddings: {where}")
+        self.amg_panel.model_loaded(m.name if registry else None)
         self.schedule_preview()
 
     def _on_error(self, err: Exception) -> None:

@@ -177,13 +177,19 @@ class AutomaticMaskGenerator:
         emb, rgb, shape = self._inputs(source, image)
         return (yield from self._masks(emb, rgb, shape))
 
+    def n_steps(self, shape: tuple[int, int]) -> int:
+        """Progress steps of :meth:`iter_generate` on an (H, W) slice: one per crop
+        embedding plus one per batch of points."""
+        crops = crop_boxes(shape, self.crop_n_layers, self.crop_overlap_ratio)
+        n = self.points_per_batch
+        return len(crops) + sum(-(-len(self.point_grids[layer]) // n) for _, layer in crops)
+
     # ---------------------------------------------------------------------- pipeline
     def _masks(
         self, emb: Embedding | None, rgb: np.ndarray | None, shape: tuple[int, int]
     ) -> Generator[Progress, None, list[CompactMask]]:
         crops = crop_boxes(shape, self.crop_n_layers, self.crop_overlap_ratio)
-        batches = [-(-len(self.point_grids[layer]) // self.points_per_batch) for _, layer in crops]
-        total, done = len(crops) + sum(batches), 0
+        total, done = self.n_steps(shape), 0
         masks: list[CompactMask] = []
         for i, (crop, layer) in enumerate(crops):
             if i > 0 or emb is None:
