@@ -47,3 +47,42 @@ def test_bf16_model_gives_float32_embeddings(tiny_model):
     assert emb.features.dtype == torch.float32
     r = p.predict(points=[[5, 5]], labels=[1])
     assert r.masks.shape == (3, 40, 40)
+
+
+def test_no_float64_coordinates_for_mps():
+    from napari_sam.engine.device import coordinate_dtype
+
+    assert coordinate_dtype(torch.device("mps")) == torch.float32
+    assert coordinate_dtype(torch.device("cpu")) == torch.float64  # official AMG rounding
+    assert coordinate_dtype("cuda") == torch.float64
+
+
+def test_amg_grid_coordinates_use_the_device_dtype(monkeypatch):
+    """The AMG's prompt coordinates get coordinate_dtype(device): float32 for MPS."""
+    import numpy as np
+
+    import napari_sam.engine.amg as amg_mod
+    from tiny import make_tiny
+
+    seen = []
+    real = amg_mod.coordinate_dtype
+
+    def spy(device):
+        dt = real(device)
+        seen.append(dt)
+        return torch.float32 if device.type == "cpu" else dt  # pretend: MPS rule
+
+    monkeypatch.setattr(amg_mod, "coordinate_dtype", spy)
+    model = make_tiny(0)
+    captured = []
+    pe = model.sam.prompt_encoder
+    real_fwd = pe.forward
+
+    def capture(points=None, boxes=None, masks=None):
+        captured.append(points[0].dtype)
+        return real_fwd(points=points, boxes=boxes, masks=masks)
+
+    monkeypatch.setattr(pe, "forward", capture)
+    amg = amg_mod.AutomaticMaskGenerator(model, points_per_side=4)
+    amg.generate(np.zeros((32, 32), np.uint8))
+    assert seen and captured and set(captured) == {torch.float32}

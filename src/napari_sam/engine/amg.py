@@ -45,6 +45,7 @@ from .amg_result import (
     check_int,
     check_range,
 )
+from .device import coordinate_dtype
 from .folded_decoder import FoldedDecoder, ImageContext, upsample_chunk
 from .image import Normalization, to_uint8_rgb
 from .loader import SamModel
@@ -250,7 +251,8 @@ class AutomaticMaskGenerator:
         for start in range(0, len(points), self.points_per_batch):
             pts = points[start : start + self.points_per_batch]
             xy = rc_to_model_xy(pts, size, emb.input_size)
-            coords = torch.as_tensor(xy, device=model.device)[:, None]
+            dt = coordinate_dtype(model.device)
+            coords = torch.as_tensor(xy, dtype=dt, device=model.device)[:, None]
             labels = torch.ones((len(pts), 1), dtype=torch.int, device=model.device)
             with torch.inference_mode():
                 sparse, _ = sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)

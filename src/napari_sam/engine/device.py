@@ -72,3 +72,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cpu":
         return "bf16" if cpu_has_native_bf16() else "fp32"
     return "fp32"
+
+
+def coordinate_dtype(device: torch.device) -> torch.dtype:
+    """dtype for prompt coordinates sent to ``device``: float64 (the official automatic
+    mask generator passes its grid points in float64, and parity needs the same
+    rounding), float32 on MPS, which has no float64."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
