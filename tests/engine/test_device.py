@@ -62,6 +62,7 @@ def test_amg_grid_coordinates_use_the_device_dtype(monkeypatch):
     import numpy as np
 
     import napari_sam.engine.amg as amg_mod
+
     from tiny import make_tiny
 
     seen = []

@@ -29,7 +29,6 @@ from ..engine.amg_result import Progress
 from ..engine.amg_volume import DEFAULT_LINK_IOU, DEMO_MIN_SLICES, DEMO_PARAMS, VolumeAmg
 from . import adapters, commit
 
-
 OFFICIAL_PRESET, DEMO_PRESET = "official defaults", "demo model (tuned)"
 OFFICIAL_CROP_OVERLAP = 512 / 1500  # shown rounded (0.3413) by the spin box
 PRESETS: dict[str, dict] = {
