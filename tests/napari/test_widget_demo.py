@@ -165,8 +165,21 @@ def touching_pair(truth: np.ndarray) -> tuple[int, int]:
     return best
 
 
-def test_negative_click_removes_a_leak(demo_widget, qtbot):
-    """A box over two touching nuclei takes both; a negative click in one removes it."""
+def test_negative_click_removes_a_leak(demo_widget, qtbot, monkeypatch):
+    """A box over two touching nuclei takes both; a negative click in one refines the
+    mask: the widget sends box + negative click + the previous low-res logits, and the
+    leak into the clicked nucleus shrinks."""
+    from napari_sam._napari.session import SegmentationSession
+    from napari_sam.engine.predictor import Predictor
+
+    calls = []
+    real = SegmentationSession.predict
+
+    def spy(self, index, emb, points, labels, box, request, **kw):
+        calls.append((emb, np.array(points), np.array(labels), box, kw.get("mask_input")))
+        return real(self, index, emb, points, labels, box, request, **kw)
+
+    monkeypatch.setattr(SegmentationSession, "predict", spy)
     image, truth, kwargs, _ = cases()["2d"]
     _viewer, layer, w = demo_widget(image, kwargs, ())
     a, b = touching_pair(truth)
@@ -180,9 +193,19 @@ def test_negative_click_removes_a_leak(demo_widget, qtbot):
     _, rc_b = biggest(np.where(truth == b, b, 0))
     click(w, layer, (), rc_b, positive=False)
     p2 = wait_preview(qtbot, w, p.request)
-    assert not p2.mask[rc_b]
+    # what SAM was asked: the box, the negative click, the previous logits
+    emb, pts, labs, box, mask_input = calls[-1]
+    np.testing.assert_allclose(pts, [rc_b], atol=1e-6)
+    assert labs.tolist() == [0] and box is not None
+    np.testing.assert_array_equal(mask_input, p.logits)
+    ref = Predictor(w.session.model, w.session.normalization)
+    ref.set_embedding(emb)
+    r = ref.predict(box=box, points=pts, labels=labs, mask_input=mask_input, multimask=False)
+    np.testing.assert_array_equal(p2.mask, r.masks[0])
     # the small demo model removes part of the leak (SAM removes it whole); measured
-    # 0.63 → 0.49 of the second nucleus
-    assert (p2.mask & (truth == b)).sum() / (truth == b).sum() < 0.85 * in_b
-    # the other nucleus stays (partly: the demo model also shrinks it; measured 0.37)
-    assert (p2.mask & (truth == a)).sum() / (truth == a).sum() > 0.3
+    # on this pair 0.87 → 0.73 of the second nucleus, and over 55 touching pairs
+    # (seeds 901–912) a median 0.83 of the leak stays — the clicked pixel itself goes
+    # in a third of them, so it is not asserted
+    assert (p2.mask & (truth == b)).sum() / (truth == b).sum() < 0.9 * in_b
+    # the other nucleus stays (measured 0.76 of it)
+    assert (p2.mask & (truth == a)).sum() / (truth == a).sum() > 0.5

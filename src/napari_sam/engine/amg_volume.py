@@ -54,7 +54,7 @@ DEFAULT_LINK_IOU = 0.5  # chosen by measurement (docs/amg_volumes.md)
 # docs/amg_volumes.md); the official defaults keep too few of its (less confident) masks.
 DEMO_PARAMS: dict[str, Any] = {
     "points_per_side": 16,
-    "pred_iou_thresh": 0.5,
+    "pred_iou_thresh": 0.6,
     "stability_score_thresh": 0.9,
     "min_mask_region_area": 20,
     "min_object_area": 30,
