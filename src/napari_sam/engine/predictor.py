@@ -77,7 +77,7 @@ class Predictor:
         self._embedding: Embedding | None = None
         self._context: ImageContext | None = None
         self.fast_decoder = (not model.exact) if fast_decoder is None else bool(fast_decoder)
-        self._grid_decoder: FoldedDecoder | None = None
+        self._folded_decoder: FoldedDecoder | None = None
 
     # ---------------------------------------------------------------- image / embedding
     def prepare_input(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -243,16 +243,16 @@ class Predictor:
         """sparse (B, N, C) → low-res logits (B, M, 4h, 4w) and IoU (B, M) without a mask
         input; the image context is computed once per embedding."""
         sam = self.model.sam
-        if self._grid_decoder is None:
-            self._grid_decoder = FoldedDecoder(
+        if self._folded_decoder is None:
+            self._folded_decoder = FoldedDecoder(
                 sam.mask_decoder, sam.prompt_encoder.no_mask_embed.weight, sam.embedding_size
             )
-        gd = self._grid_decoder
+        fd = self._folded_decoder
         if self._context is None:
-            self._context = gd.context(emb.features, self.model.dense_pe)
+            self._context = fd.context(emb.features, self.model.dense_pe)
         which = slice(1, None) if multimask else slice(0, 1)
-        iou, tokens, keys = gd.tokens(self._context, sparse)
-        return gd.masks(self._context, tokens, keys, which), iou[:, which]
+        iou, tokens, keys = fd.tokens(self._context, sparse)
+        return fd.masks(self._context, tokens, keys, which), iou[:, which]
 
 
 def upscale_masks(
