@@ -11,6 +11,8 @@ objects" is checked (then the new objects win where they overlap).
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -29,17 +31,17 @@ from ..engine.amg_result import Progress
 from ..engine.amg_volume import DEFAULT_LINK_IOU, DEMO_MIN_SLICES, DEMO_PARAMS, VolumeAmg
 from . import adapters, commit
 
+# the generator's own defaults (= the official SamAutomaticMaskGenerator's)
+OFFICIAL = {
+    name: p.default
+    for name, p in inspect.signature(AutomaticMaskGenerator.__init__).parameters.items()
+    if p.default is not inspect.Parameter.empty
+}
 OFFICIAL_PRESET, DEMO_PRESET = "official defaults", "demo model (tuned)"
-OFFICIAL_CROP_OVERLAP = 512 / 1500  # shown rounded (0.3413) by the spin box
+_PRESET_KEYS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh")
+_PRESET_KEYS += ("min_mask_region_area", "min_object_area")
 PRESETS: dict[str, dict] = {
-    OFFICIAL_PRESET: {
-        "points_per_side": 32,
-        "pred_iou_thresh": 0.88,
-        "stability_score_thresh": 0.95,
-        "min_mask_region_area": 0,
-        "min_object_area": 0,
-        "min_slices": 1,
-    },
+    OFFICIAL_PRESET: {**{k: OFFICIAL[k] for k in _PRESET_KEYS}, "min_slices": 1},
     DEMO_PRESET: {**DEMO_PARAMS, "min_slices": DEMO_MIN_SLICES},
 }
 
@@ -50,7 +52,6 @@ class AmgPanel(QGroupBox):
     def __init__(self, widget) -> None:
         super().__init__("Segment everything (automatic)")
         self.widget = widget
-        # official SamAutomaticMaskGenerator defaults
         self.preset_combo = QComboBox()
         self.preset_combo.addItems(list(PRESETS))
         self.preset_combo.setToolTip(
@@ -58,31 +59,41 @@ class AmgPanel(QGroupBox):
             "packaged demo model (chosen automatically when it is loaded)"
         )
         self.preset_combo.currentTextChanged.connect(self.apply_preset)
-        self.points_spin = QSpinBox(minimum=1, maximum=256, value=32)
-        self.iou_spin = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.01, value=0.88)
-        self.stab_spin = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.01, value=0.95)
-        self.area_spin = QSpinBox(minimum=0, maximum=10**7, value=0)
+        # values: apply_preset(OFFICIAL_PRESET) at the end
+        self.points_spin = QSpinBox(minimum=1, maximum=256)
+        self.iou_spin = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.01)
+        self.stab_spin = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.01)
+        self.area_spin = QSpinBox(minimum=0, maximum=10**7)
         self.area_spin.setToolTip("remove holes / islands smaller than this (pixels)")
         self.link_spin = QDoubleSpinBox(
             minimum=0.0, maximum=1.0, singleStep=0.05, value=DEFAULT_LINK_IOU
         )
         self.link_spin.setToolTip("link objects of adjacent slices when their IoU is ≥ this")
-        self.min_slices_spin = QSpinBox(minimum=1, maximum=10**4, value=1)
+        self.min_slices_spin = QSpinBox(minimum=1, maximum=10**4)
         self.min_slices_spin.setToolTip(
             "all slices: drop linked 3D objects found on fewer slices than this "
             f"(1 keeps all; {DEMO_MIN_SLICES} suits the demo model)"
         )
         # the other official parameters, folded away under "advanced"
-        self.batch_spin = QSpinBox(minimum=1, maximum=4096, value=64)
-        self.offset_spin = QDoubleSpinBox(minimum=0.0, maximum=100.0, singleStep=0.1, value=1.0)
-        self.box_nms_spin = QDoubleSpinBox(minimum=0.01, maximum=1.0, singleStep=0.05, value=0.7)
-        self.crop_layers_spin = QSpinBox(minimum=0, maximum=4, value=0)
-        self.crop_nms_spin = QDoubleSpinBox(minimum=0.01, maximum=1.0, singleStep=0.05, value=0.7)
-        self.crop_overlap_spin = QDoubleSpinBox(
-            minimum=0.0, maximum=0.99, singleStep=0.05, decimals=4, value=OFFICIAL_CROP_OVERLAP
+        self.batch_spin = QSpinBox(minimum=1, maximum=4096, value=OFFICIAL["points_per_batch"])
+        self.offset_spin = QDoubleSpinBox(
+            minimum=0.0, maximum=100.0, singleStep=0.1, value=OFFICIAL["stability_score_offset"]
         )
-        self.crop_downscale_spin = QSpinBox(minimum=1, maximum=16, value=1)
-        self.min_object_spin = QSpinBox(minimum=0, maximum=10**7, value=0)
+        self.box_nms_spin = QDoubleSpinBox(
+            minimum=0.01, maximum=1.0, singleStep=0.05, value=OFFICIAL["box_nms_thresh"]
+        )
+        self.crop_layers_spin = QSpinBox(minimum=0, maximum=4, value=OFFICIAL["crop_n_layers"])
+        self.crop_nms_spin = QDoubleSpinBox(
+            minimum=0.01, maximum=1.0, singleStep=0.05, value=OFFICIAL["crop_nms_thresh"]
+        )
+        self.crop_overlap_spin = QDoubleSpinBox(
+            minimum=0.0, maximum=0.99, singleStep=0.05, decimals=4
+        )  # shows 512 / 1500 rounded: see _crop_overlap
+        self.crop_overlap_spin.setValue(OFFICIAL["crop_overlap_ratio"])
+        self.crop_downscale_spin = QSpinBox(
+            minimum=1, maximum=16, value=OFFICIAL["crop_n_points_downscale_factor"]
+        )
+        self.min_object_spin = QSpinBox(minimum=0, maximum=10**7)
         self.min_object_spin.setToolTip("drop objects smaller than this (pixels)")
         self.advanced_check = QCheckBox("advanced parameters")
         self.advanced = QWidget()
@@ -123,6 +134,7 @@ class AmgPanel(QGroupBox):
             row.addWidget(b)
         form.addRow(row)
         self.worker = None
+        self.apply_preset(OFFICIAL_PRESET)
 
     @classmethod
     def add_to(cls, widget) -> AmgPanel:
@@ -263,9 +275,10 @@ class AmgPanel(QGroupBox):
 
 
 def _crop_overlap(shown: float) -> float:
-    """The spin box rounds to 4 decimals: its rounded official default means exactly
-    512 / 1500 (crop boxes would differ from the official ones otherwise)."""
-    return OFFICIAL_CROP_OVERLAP if abs(shown - OFFICIAL_CROP_OVERLAP) < 5e-5 else shown
+    """The spin box rounds to 4 decimals: its rounded official default (512 / 1500) means
+    exactly that value (crop boxes would differ from the official ones otherwise)."""
+    official = OFFICIAL["crop_overlap_ratio"]
+    return official if abs(shown - official) < 5e-5 else shown
 
 
 def _whole_steps(gen):
