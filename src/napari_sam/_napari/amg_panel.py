@@ -20,7 +20,6 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
-    QHBoxLayout,
     QPushButton,
     QSpinBox,
     QWidget,
@@ -30,6 +29,7 @@ from ..engine.amg import AutomaticMaskGenerator
 from ..engine.amg_result import Progress
 from ..engine.amg_volume import DEFAULT_LINK_IOU, DEMO_MIN_SLICES, DEMO_PARAMS, VolumeAmg
 from . import adapters, commit
+from .job_panel import JobPanel
 
 # the generator's own defaults (= the official SamAutomaticMaskGenerator's)
 OFFICIAL = {
@@ -46,12 +46,14 @@ PRESETS: dict[str, dict] = {
 }
 
 
-class AmgPanel(QGroupBox):
+class AmgPanel(JobPanel, QGroupBox):
     """Built with the :class:`SamWidget` it belongs to (its session, layers, status)."""
+
+    what = "segmentation"
 
     def __init__(self, widget) -> None:
         super().__init__("Segment everything (automatic)")
-        self.widget = widget
+        self._init_job(widget)
         self.preset_combo = QComboBox()
         self.preset_combo.addItems(list(PRESETS))
         self.preset_combo.setToolTip(
@@ -117,7 +119,7 @@ class AmgPanel(QGroupBox):
         self.volume_button = QPushButton(
             "Segment all slices (link in z)", clicked=lambda: self.segment(volume=True)
         )
-        self.cancel_button = QPushButton("Cancel", clicked=self.cancel, enabled=False)
+        self.run_buttons = (self.slice_button, self.volume_button)
         form = QFormLayout(self)
         form.addRow("preset", self.preset_combo)
         form.addRow("points per side", self.points_spin)
@@ -129,11 +131,7 @@ class AmgPanel(QGroupBox):
         form.addRow(self.advanced_check)
         form.addRow(self.advanced)
         form.addRow(self.overwrite_check)
-        row = QHBoxLayout()
-        for b in (self.slice_button, self.volume_button, self.cancel_button):
-            row.addWidget(b)
-        form.addRow(row)
-        self.worker = None
+        form.addRow(self._button_row())
         self.apply_preset(OFFICIAL_PRESET)
 
     @classmethod
@@ -188,31 +186,19 @@ class AmgPanel(QGroupBox):
         except ValueError as err:
             w.set_status(str(err))
             return None
-        worker = w._start(
+        return self._launch(
             job,
             lambda result: self._write(labels, key, result),
-            progress={"total": total, "desc": "SAM segment everything"},
-            on_yield=lambda p: w.set_status(f"segmenting: {p.message}"),
+            total=total,
+            desc="SAM segment everything",
+            verb="segmenting",
             on_abort=lambda: w.set_status("segmentation cancelled: labels unchanged"),
-            done=self._finished,
         )
-        self.worker = worker
-        self._set_running(True)
-        return worker
-
-    def cancel(self) -> None:
-        if self.worker is not None:
-            self.worker.quit()
-            self.widget.set_status("cancelling segmentation …")
 
     # ---------------------------------------------------------------- internals
     def _prepare(self, volume: bool):
         w = self.widget
-        image, session = w.image_layer, w.session
-        if session is None or image is None:
-            raise ValueError("load a model first")
-        if self.worker is not None:
-            raise ValueError("a segmentation is already running")
+        image, session = self._ready()
         ctx = w._ctx()
         amg = AutomaticMaskGenerator(
             session.model, normalization=session.normalization, **self.params()
@@ -263,15 +249,6 @@ class AmgPanel(QGroupBox):
             f"segment everything: {n} objects (ids {offset + 1}–{offset + n}), "
             f"{changed} pixels labelled (one undo step)"
         )
-
-    def _finished(self) -> None:
-        self.worker = None
-        self._set_running(False)
-
-    def _set_running(self, running: bool) -> None:
-        self.slice_button.setEnabled(not running)
-        self.volume_button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
 
 
 def _crop_overlap(shown: float) -> float:

@@ -17,7 +17,6 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
-    QHBoxLayout,
     QPushButton,
     QSpinBox,
 )
@@ -27,14 +26,17 @@ from ..engine.propagate import ALL_OBJECTS, DEFAULT_MODE, Propagator
 from ..engine.propagate_prompts import MODES
 from . import adapters, commit
 from .constants import POSITIVE_FEATURE
+from .job_panel import JobPanel
 
 
-class PropagatePanel(QGroupBox):
+class PropagatePanel(JobPanel, QGroupBox):
     """Built with the :class:`SamWidget` it belongs to (its session, layers, status)."""
+
+    what = "propagation"
 
     def __init__(self, widget) -> None:
         super().__init__("Propagate through volume")
-        self.widget = widget
+        self._init_job(widget)
         self.mode_combo = QComboBox()
         self.mode_combo.addItems(list(MODES))
         self.mode_combo.setCurrentText(DEFAULT_MODE)
@@ -47,17 +49,13 @@ class PropagatePanel(QGroupBox):
         self.slice_button = QPushButton(
             "Propagate all objects on this slice", clicked=lambda: self.propagate(True)
         )
-        self.cancel_button = QPushButton("Cancel", clicked=self.cancel, enabled=False)
+        self.run_buttons = (self.selected_button, self.slice_button)
         form = QFormLayout(self)
         form.addRow("prompt mode", self.mode_combo)
         form.addRow("IoU stop", self.iou_spin)
         form.addRow("max slices", self.max_spin)
         form.addRow(self.keep_check)
-        row = QHBoxLayout()
-        for b in (self.selected_button, self.slice_button, self.cancel_button):
-            row.addWidget(b)
-        form.addRow(row)
-        self.worker = None
+        form.addRow(self._button_row())
         self.propagator: Propagator | None = None
 
     # ------------------------------------------------------------------ actions
@@ -72,31 +70,19 @@ class PropagatePanel(QGroupBox):
             return None
         prop, labels, lead = job
         self.propagator = prop
-        worker = w._start(
+        return self._launch(
             prop.run,
             lambda result: self._write(labels, lead, result),
-            progress={"total": prop.total, "desc": "SAM propagate"},
-            on_yield=lambda p: w.set_status(f"propagating: {p.message}"),
+            total=prop.total,
+            desc="SAM propagate",
+            verb="propagating",
             on_abort=lambda: self._aborted(labels, lead, prop),
-            done=self._finished,
         )
-        self.worker = worker
-        self._set_running(True)
-        return worker
-
-    def cancel(self) -> None:
-        if self.worker is not None:
-            self.worker.quit()
-            self.widget.set_status("cancelling propagation …")
 
     # ---------------------------------------------------------------- internals
     def _prepare(self, all_on_slice: bool):
         w = self.widget
-        image, session = w.image_layer, w.session
-        if session is None or image is None:
-            raise ValueError("load a model first")
-        if self.worker is not None:
-            raise ValueError("a propagation is already running")
+        image, session = self._ready()
         nd = adapters.spatial_ndim(image)
         if image.rgb or nd not in (3, 4) or w.channel_axis is not None:
             raise ValueError("propagation needs a 3D (Z, Y, X) or 4D (T, Z, Y, X) image")
@@ -163,11 +149,3 @@ class PropagatePanel(QGroupBox):
         else:
             self.widget.set_status("propagation cancelled: labels unchanged")
 
-    def _finished(self) -> None:
-        self.worker = None
-        self._set_running(False)
-
-    def _set_running(self, running: bool) -> None:
-        self.selected_button.setEnabled(not running)
-        self.slice_button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
