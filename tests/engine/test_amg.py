@@ -286,6 +286,7 @@ def test_bf16_decoder_runs(tiny_model):
         (dict(paint_order="size"), "paint_order"),
         (dict(pred_iou_thresh="high"), "pred_iou_thresh"),
         (dict(decoder_precision="fp16"), "decoder_precision"),
+        (dict(upsampling="bicubic"), "upsampling"),
     ],
 )
 def test_bad_parameters(tiny_model, kw, match):

@@ -32,6 +32,7 @@ from .amg_masks import (
     clean_small_regions,
     compact_from_dense,
     crop_boxes,
+    mask_boxes,
     near_crop_edge,
     stability,
 )
@@ -46,9 +47,10 @@ from .amg_result import (
     check_range,
 )
 from .device import coordinate_dtype
-from .folded_decoder import FoldedDecoder, ImageContext, upsample_chunk
+from .folded_decoder import FoldedDecoder, ImageContext
 from .image import Normalization, to_uint8_rgb
 from .loader import SamModel
+from .mask_upsample import MaskUpsampler, upsample_chunk
 from .predictor import Embedding, Predictor
 from .progress import run_to_end
 from .transforms import rc_to_model_xy
@@ -69,6 +71,11 @@ class AutomaticMaskGenerator:
     ``decoder_precision="bf16"`` runs the mask decoder's matrix products in bfloat16
     (faster on CPUs with native bf16, but masks near the thresholds come and go — see
     docs/amg.md; the image encoder follows the model's own precision).
+    ``upsampling``: "dense" resizes every IoU survivor's logits to full size as the
+    official code does; "blocks" thresholds them blockwise
+    (:class:`~napari_sam.engine.mask_upsample.MaskUpsampler`: exact interpolation only
+    where a mask boundary or a stability threshold passes, equal to rounding); "auto"
+    (default) = "dense" for an fp32 (exact) model, "blocks" otherwise.
 
     Example::
 
@@ -96,6 +103,7 @@ class AutomaticMaskGenerator:
         paint_order: str = "quality",
         normalization: Normalization | None = None,
         decoder_precision: str = "fp32",
+        upsampling: str = "auto",
     ) -> None:
         check_int("points_per_batch", points_per_batch, 1)
         check_int("crop_n_layers", crop_n_layers, 0)
@@ -114,6 +122,10 @@ class AutomaticMaskGenerator:
         if decoder_precision not in ("fp32", "bf16"):
             raise ValueError(
                 f"decoder_precision must be 'fp32' or 'bf16', got {decoder_precision!r}"
+            )
+        if upsampling not in ("auto", "dense", "blocks"):
+            raise ValueError(
+                f"upsampling must be 'auto', 'dense' or 'blocks', got {upsampling!r}"
             )
         if paint_order not in PAINT_ORDERS:
             raise ValueError(f"paint_order must be one of {PAINT_ORDERS}, got {paint_order!r}")
@@ -136,6 +148,10 @@ class AutomaticMaskGenerator:
         self.normalization = normalization or Normalization()
         sam = model.sam
         self.decoder_precision = decoder_precision
+        if upsampling == "auto":
+            upsampling = "dense" if model.exact else "blocks"
+        self.upsampling = upsampling
+        self._upsamplers: dict[tuple, MaskUpsampler] = {}
         self._decoder = FoldedDecoder(
             sam.mask_decoder,
             sam.prompt_encoder.no_mask_embed.weight,
@@ -300,23 +316,10 @@ class AutomaticMaskGenerator:
         shape: tuple[int, int],
     ) -> list[CompactMask]:
         """Upsample IoU survivors in chunks, filter on stability and crop edges."""
-        sam = self.model.sam
-        h, w = emb.original_size
-        per_mask = 4 * (sam.image_size**2 + h * w)
-        k = max(1, _UPSAMPLE_BYTES // per_mask)
         out: list[CompactMask] = []
         ious_h = ious.float().cpu().numpy()
         offset = torch.tensor(crop[:2] * 2, device=low.device)
-        for s in range(0, len(low), k):
-            logits = upsample_chunk(low[s : s + k], sam.image_size, emb.input_size, (h, w))
-            stab = stability(logits, sam.mask_threshold, self.stability_score_offset)
-            idx = torch.arange(len(stab), device=stab.device)
-            if self.stability_score_thresh > 0:
-                idx = idx[stab >= self.stability_score_thresh]
-            if len(idx) == 0:
-                continue
-            masks, boxes = binarize(logits[idx], sam.mask_threshold)
-            del logits
+        for s, stab, idx, masks, boxes in self._threshold(low, emb):
             inside = ~near_crop_edge(boxes + offset, crop, shape)
             idx, masks, boxes = idx[inside], masks[inside], boxes[inside]
             stab_h = stab[idx].cpu().numpy()
@@ -326,6 +329,41 @@ class AutomaticMaskGenerator:
                 point = (float(points[j, 0]), float(points[j, 1]))
                 out.append(CompactMask(m, box, float(ious_h[j]), float(st), point, crop))
         return out
+
+    def _threshold(self, low: torch.Tensor, emb: Embedding) -> Generator[tuple, None, None]:
+        """Low-res logits (n, 4h, 4w) in chunks → (chunk start, stability (k,), indices
+        (j,) in the chunk passing the stability filter, their masks (j, H, W) bool,
+        boxes (j, 4))."""
+        sam = self.model.sam
+        h, w = emb.original_size
+        thr, off = sam.mask_threshold, self.stability_score_offset
+        if self.upsampling == "blocks":
+            key = (tuple(low.shape[-2:]), tuple(emb.input_size), (h, w))
+            if key not in self._upsamplers:
+                self._upsamplers[key] = MaskUpsampler(
+                    key[0], sam.image_size, emb.input_size, (h, w), low.device
+                )
+            k = max(1, _UPSAMPLE_BYTES // (h * w))  # only the bool masks are full size
+        else:
+            k = max(1, _UPSAMPLE_BYTES // (4 * (sam.image_size**2 + h * w)))
+        for s in range(0, len(low), k):
+            if self.upsampling == "blocks":
+                res = self._upsamplers[key].threshold(low[s : s + k], (thr + off, thr - off), thr)
+                stab = res.counts[:, 0].int() / res.counts[:, 1].int()
+            else:
+                logits = upsample_chunk(low[s : s + k], sam.image_size, emb.input_size, (h, w))
+                stab = stability(logits, thr, off)
+            idx = torch.arange(len(stab), device=stab.device)
+            if self.stability_score_thresh > 0:
+                idx = idx[stab >= self.stability_score_thresh]
+            if len(idx) == 0:
+                continue
+            if self.upsampling == "blocks":
+                masks = res.masks(idx)
+                yield s, stab, idx, masks, mask_boxes(masks)
+            else:
+                yield s, stab, idx, *binarize(logits[idx], thr)
+                del logits
 
     @staticmethod
     def _nms(masks: list[CompactMask], thresh: float, scores: list[float]) -> list[CompactMask]:

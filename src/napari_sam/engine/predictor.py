@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .folded_decoder import FoldedDecoder, ImageContext, upsample_chunk
+from .folded_decoder import FoldedDecoder, ImageContext
 from .image import Normalization, to_uint8_rgb
 from .loader import SamModel
+from .mask_upsample import MaskUpsampler
 from .prompts import Prompts, validate_prompts
 from .transforms import resize_rgb, resized_shape
 
@@ -70,7 +71,9 @@ class Predictor:
         """fast_decoder: decode prompts without a ``mask_input`` with the folded decoder
         (:class:`~napari_sam.engine.folded_decoder.FoldedDecoder`: image-side work of the first
         block done once per embedding, projections folded into the few prompt tokens —
-        same mathematics, logits equal to float rounding, ~2× faster). None → on unless
+        same mathematics, logits equal to float rounding, ~2× faster) and threshold the
+        masks blockwise at slice size (:class:`~napari_sam.engine.mask_upsample.MaskUpsampler`,
+        equal to rounding) instead of resizing full-size float logits. None → on unless
         the model was loaded with ``precision="fp32"`` (the exact parity mode)."""
         self.model = model
         self.normalization = normalization or Normalization()
@@ -78,6 +81,7 @@ class Predictor:
         self._context: ImageContext | None = None
         self.fast_decoder = (not model.exact) if fast_decoder is None else bool(fast_decoder)
         self._folded_decoder: FoldedDecoder | None = None
+        self._upsamplers: dict[tuple, MaskUpsampler] = {}
 
     # ---------------------------------------------------------------- image / embedding
     def prepare_input(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -222,20 +226,32 @@ class Predictor:
             rows = torch.arange(iou.shape[0], device=iou.device)
             best = iou.argmax(dim=1)
             low_res, iou = low_res[rows, best][:, None], iou[rows, best][:, None]
-        if self.fast_decoder:  # one channel per resize: ~2× faster, equal to rounding
+        if self.fast_decoder:  # blockwise: equal to rounding, no full-size float logits
             b, m, h, w = low_res.shape
-            up = upsample_chunk(
-                low_res.reshape(b * m, h, w), sam.image_size, emb.input_size, emb.original_size
+            masks = self._upsampler(emb, (h, w)).masks(
+                low_res.reshape(b * m, h, w), sam.mask_threshold
             )
-            up = up.reshape(b, m, *up.shape[-2:])
+            masks = masks.reshape(b, m, *masks.shape[-2:])
         else:
             up = upscale_masks(sam, low_res, emb.input_size, emb.original_size)
-        masks = up > sam.mask_threshold
+            masks = up > sam.mask_threshold
         return PredictResult(
             masks.cpu().numpy(),
             iou.float().cpu().numpy(),
             low_res.float().cpu().numpy(),
         )
+
+    def _upsampler(self, emb: Embedding, low_shape: tuple[int, int]) -> MaskUpsampler:
+        key = (low_shape, emb.input_size, emb.original_size)
+        if key not in self._upsamplers:
+            self._upsamplers[key] = MaskUpsampler(
+                low_shape,
+                self.model.sam.image_size,
+                emb.input_size,
+                emb.original_size,
+                self.model.device,
+            )
+        return self._upsamplers[key]
 
     def _decode_folded(
         self, emb: Embedding, sparse: torch.Tensor, multimask: bool

@@ -1,0 +1,237 @@
+"""Low-res mask logits → thresholded masks and pixel counts at slice size.
+
+The official pipeline resizes the low-res logits (k, 4h, 4w) bilinearly to the padded
+model size, crops the padding, resizes to the slice size and compares with thresholds
+(the mask at 0; the stability counts at ±offset). :func:`upsample_chunk` does exactly
+that (dense; the exact paths use it).
+
+:class:`MaskUpsampler` gets the same masks and counts without full-size float logits.
+Each output is a convex combination of the low-res logits in a small window (2 × 2 for
+SAM's 4× resize, at most 3 × 3 for any slice size), so where the whole window lies on
+one side of a threshold, so does the output pixel. Output rows (columns) are grouped
+into blocks by their window; per mask and block the window's minimum and maximum decide
+the block, and only blocks whose window straddles a threshold — the mask boundary, ~1 %
+of the blocks for real masks — are interpolated exactly, with the composite 1-D weights
+of the two resizes. Results equal thresholding :func:`upsample_chunk` up to float
+rounding (an output within ~1e-6 of a threshold may differ; tests/engine/
+test_mask_upsample.py). When more than ``DENSE_FRACTION`` of the blocks straddle (noisy
+logits, e.g. random weights), the dense path is faster and is used instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import torch
+from torch.nn import functional as F
+
+DENSE_FRACTION = 0.1  # straddling blocks above which the dense resize is faster
+_CHUNK_BYTES = 8 * 2**20  # float logits per dense resize
+
+
+def upsample_chunk(
+    low_res: torch.Tensor,
+    image_size: int,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+) -> torch.Tensor:
+    """Low-res logits (k, 4h, 4w) → logits at the crop size (k, H, W).
+
+    The same two bilinear resizes as the official ``postprocess_masks`` (to the padded
+    model size, crop the padding, to the original size); the second is the identity
+    when the sizes already agree and is skipped.
+    """
+    x = F.interpolate(
+        low_res[:, None], (image_size, image_size), mode="bilinear", align_corners=False
+    )
+    x = x[..., : input_size[0], : input_size[1]]
+    if tuple(input_size) != tuple(original_size):
+        x = F.interpolate(x, original_size, mode="bilinear", align_corners=False)
+    return x[:, 0]
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """One axis of the composite resize, as blocks of output pixels.
+
+    Block g holds the outputs whose low-res support lies in the window g … g + K - 1
+    (K = the widest support); the outputs of a block are contiguous.
+    starts, lengths: (G,) first output index and size of each block (G = n_low - K + 1;
+    a block may be empty); weights: (G, L, K) weight of window entry k for the block's
+    l-th output (0 outside its support or beyond the block); valid: (G, L) l < length;
+    group: (n_out,) block of each output index.
+    """
+
+    starts: torch.Tensor
+    lengths: torch.Tensor
+    weights: torch.Tensor
+    valid: torch.Tensor
+    group: torch.Tensor
+
+    @property
+    def k(self) -> int:
+        return self.weights.shape[2]
+
+    def to(self, device: torch.device | str) -> _Axis:
+        return _Axis(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+
+def _axis(n_low: int, image_size: int, input_len: int, out_len: int) -> _Axis:
+    """Composite 1-D weights of resize n_low → image_size, crop to input_len, resize to
+    out_len (the official ``postprocess_masks`` on one axis), grouped into blocks."""
+    impulses = torch.eye(n_low, dtype=torch.float64)[None]  # (1, n_low, n_low)
+    x = F.interpolate(impulses, size=image_size, mode="linear", align_corners=False)
+    x = x[..., :input_len]
+    if input_len != out_len:
+        x = F.interpolate(x, size=out_len, mode="linear", align_corners=False)
+    a = x[0].T  # (out_len, n_low): output y = sum_i a[y, i] * low[i]
+    nz = a > 0
+    idx = torch.arange(n_low)
+    first = torch.where(nz, idx, n_low).amin(1)
+    last = torch.where(nz, idx, -1).amax(1)
+    k = min(int((last - first).max()) + 1, n_low)
+    group = torch.clamp(first, max=n_low - k)  # window start of each output (monotone)
+    n_g = n_low - k + 1
+    lengths = torch.bincount(group, minlength=n_g)
+    starts = torch.cumsum(lengths, 0) - lengths
+    n_l = max(int(lengths.max()), 1)
+    out_idx = torch.clamp(starts[:, None] + torch.arange(n_l), max=out_len - 1)  # (G, L)
+    valid = torch.arange(n_l)[None] < lengths[:, None]
+    window = torch.arange(n_g)[:, None] + torch.arange(k)  # (G, K)
+    w = a[out_idx[:, :, None], window[:, None, :]]  # (G, L, K); 0 outside the support
+    w = torch.where(valid[:, :, None], w, 0.0)
+    return _Axis(starts, lengths, w.float(), valid, group)
+
+
+class MaskUpsampler:
+    """Thresholded upsampling for one geometry.
+
+    low_shape: (4h, 4w) of the low-res logits; image_size: the model's square input;
+    input_size: (h', w') of the resized slice before padding; original_size: (H, W) of
+    the slice (or crop).
+    """
+
+    def __init__(
+        self,
+        low_shape: tuple[int, int],
+        image_size: int,
+        input_size: tuple[int, int],
+        original_size: tuple[int, int],
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.low_shape = (int(low_shape[0]), int(low_shape[1]))
+        self.image_size = int(image_size)
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.original_size = (int(original_size[0]), int(original_size[1]))
+        self.rows = _axis(self.low_shape[0], image_size, input_size[0], original_size[0])
+        self.cols = _axis(self.low_shape[1], image_size, input_size[1], original_size[1])
+        self.rows, self.cols = self.rows.to(device), self.cols.to(device)
+
+    def threshold(
+        self,
+        low: torch.Tensor,
+        count_thresholds: Sequence[float] = (),
+        mask_threshold: float = 0.0,
+    ) -> Thresholded:
+        """low (M, 4h, 4w) logits → :class:`Thresholded`: per-mask counts of upsampled
+        pixels above each of ``count_thresholds`` and the masks above ``mask_threshold``."""
+        low = low.float()
+        th = (*(float(t) for t in count_thresholds), float(mask_threshold))
+        r, c = self.rows, self.cols
+        # extrema over each block's K × K window: sliding windows, no gathers
+        rows = low.unfold(1, r.k, 1)  # (M, Gr, w, Kr)
+        lo = rows.amin(-1).unfold(2, c.k, 1).amin(-1)  # (M, Gr, Gc)
+        hi = rows.amax(-1).unfold(2, c.k, 1).amax(-1)
+        used = (r.lengths[:, None] > 0) & (c.lengths[None, :] > 0)
+        mixed = (lo <= max(th)) & (hi > min(th)) & used
+        if int(mixed.sum()) > DENSE_FRACTION * low.shape[0] * int(used.sum()):
+            return _Dense(self, low, th)
+        return _Blocks(self, low, th, lo > max(th), mixed)
+
+    def masks(self, low: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+        """low (M, 4h, 4w) → (M, H, W) bool: upsampled logits > threshold."""
+        return self.threshold(low, (), threshold).masks()
+
+
+class Thresholded:
+    """Result of :meth:`MaskUpsampler.threshold`.
+
+    counts: (M, T) int64, pixels above each count threshold; :meth:`masks` the masks.
+    """
+
+    counts: torch.Tensor
+
+    def masks(self, which: torch.Tensor | None = None) -> torch.Tensor:
+        """(k, H, W) bool masks for the masks ``which`` (indices; all when None)."""
+        raise NotImplementedError
+
+
+class _Blocks(Thresholded):
+    """Blocks above every threshold are "up"; blocks that straddle any threshold get
+    their exact outputs (B, L, L) once; all others lie at or below every threshold."""
+
+    def __init__(
+        self,
+        up: MaskUpsampler,
+        low: torch.Tensor,
+        th: tuple[float, ...],
+        above: torch.Tensor,
+        mixed: torch.Tensor,
+    ) -> None:
+        r, c = up.rows, up.cols
+        self.rows, self.cols, self.mask_threshold, self.above = r, c, th[-1], above
+        self.m, self.g, self.h = torch.nonzero(mixed, as_tuple=True)
+        window = low.unfold(1, r.k, 1).unfold(2, c.k, 1)[self.m, self.g, self.h]  # (B, K, K)
+        self.values = r.weights[self.g] @ window @ c.weights[self.h].transpose(1, 2)
+        self.valid = r.valid[self.g][:, :, None] & c.valid[self.h][:, None, :]  # (B, L, L)
+        sizes = r.lengths[:, None] * c.lengths[None, :]  # (Gr, Gc)
+        base = (above * sizes).sum((1, 2))  # (M,)
+        counts = base[:, None].repeat(1, len(th) - 1)
+        for i, t in enumerate(th[:-1]):
+            counts[:, i].index_add_(0, self.m, ((self.values > t) & self.valid).sum((1, 2)))
+        self.counts = counts
+
+    def masks(self, which: torch.Tensor | None = None) -> torch.Tensor:
+        n, dev = self.above.shape[0], self.above.device
+        which = torch.arange(n, device=dev) if which is None else which.to(dev).long()
+        pos = torch.full((n,), -1, dtype=torch.long, device=dev)
+        pos[which] = torch.arange(len(which), device=dev)
+        # blocks → pixels: columns on the small array first, then whole rows
+        out = self.above.index_select(0, which).index_select(2, self.cols.group)
+        out = out.index_select(1, self.rows.group)  # (k, H, W), a fresh tensor
+        sel = torch.nonzero(pos[self.m] >= 0).flatten()
+        hit = (self.values[sel] > self.mask_threshold) & self.valid[sel]
+        b, li, lj = torch.nonzero(hit, as_tuple=True)
+        blk = sel[b]
+        rows = self.rows.starts[self.g[blk]] + li
+        cols = self.cols.starts[self.h[blk]] + lj
+        out[pos[self.m[blk]], rows, cols] = True
+        return out
+
+
+class _Dense(Thresholded):
+    """The official dense resize, a few masks at a time (bounded memory); keeps only
+    the bool masks."""
+
+    def __init__(self, up: MaskUpsampler, low: torch.Tensor, th: tuple[float, ...]) -> None:
+        h, w = up.original_size
+        step = max(1, _CHUNK_BYTES // (4 * (up.image_size**2 + h * w)))
+        counts, masks = [], []
+        for s in range(0, low.shape[0], step):
+            x = upsample_chunk(low[s : s + step], up.image_size, up.input_size, (h, w))
+            n = [_count(x > t) for t in th[:-1]]
+            counts.append(torch.stack(n, -1) if n else x.new_zeros((len(x), 0), dtype=torch.long))
+            masks.append(x > th[-1])
+        self.counts = torch.cat(counts)
+        self._masks = torch.cat(masks)
+
+    def masks(self, which: torch.Tensor | None = None) -> torch.Tensor:
+        if which is None:
+            return self._masks
+        return self._masks.index_select(0, which.to(self._masks.device).long())
+
+
+def _count(masks: torch.Tensor) -> torch.Tensor:
+    """(k, H, W) bool → (k,) int64 pixel counts."""
+    return masks.flatten(1).sum(1)
