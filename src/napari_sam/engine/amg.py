@@ -286,17 +286,15 @@ class AutomaticMaskGenerator:
         (prompt-major). Prompts go through the decoder in memory-sized sub-batches."""
         lows, ious, rows = [], [], []
         for s in range(0, len(sparse), self._decoder.prompt_chunk):
-            iou, tokens, keys = self._decoder.tokens(
-                ctx, sparse[s : s + self._decoder.prompt_chunk]
-            )
-            iou = iou[:, 1:]  # multimask outputs
+            decoded = self._decoder.tokens(ctx, sparse[s : s + self._decoder.prompt_chunk])
+            iou = decoded.iou[:, 1:]  # multimask outputs
             keep = torch.ones_like(iou, dtype=torch.bool)
             if self.pred_iou_thresh > 0:
                 keep = iou > self.pred_iou_thresh
             prompts = torch.nonzero(keep.any(1)).flatten()
             if len(prompts) == 0:
                 continue
-            low = self._decoder.masks(ctx, tokens[prompts], keys[prompts], slice(1, None))
+            low = self._decoder.masks(ctx, decoded, slice(1, None), prompts)
             sel = keep[prompts]
             lows.append(low[sel])
             ious.append(iou[prompts][sel])

@@ -12,9 +12,12 @@ that share one image embedding and no mask input, with less work:
   the value bias passes through because softmax rows sum to one), and the image→token
   output projection is folded into the token values. Same mathematics, ~3× fewer
   multiply-adds (vit_b), float results equal to rounding (tests/engine/test_amg_parity);
-* IoU predictions come first, so the output upscaling runs only for prompts with a mask
-  above the IoU threshold — the same masks as running it for all; its 2×2 / stride-2
-  transposed convolutions are matrix products on the token-layout pixels.
+* IoU predictions come first: the final token→image attention (independent per token)
+  runs for the IoU token of every prompt, and for the mask tokens only of the prompts
+  and outputs whose masks are needed (AMG: a mask above the IoU threshold; multimask:
+  not the single-mask token; never the point tokens), so does the output upscaling —
+  the same masks as running it for all; its 2×2 / stride-2 transposed convolutions are
+  matrix products on the token-layout pixels.
 
 All shapes follow the official code: tokens = [iou, 4 mask tokens, point, pad point].
 """
@@ -51,6 +54,22 @@ class ImageContext:
     grid: tuple[int, int]
 
 
+@dataclass
+class Decoded:
+    """Two-way transformer output for B prompts (from :meth:`FoldedDecoder.tokens`).
+
+    iou: (B, M) float32 predicted IoU of all M mask outputs (0 = single-mask output);
+    queries, query_pe: (B, N, C) tokens before the final attention and their positional
+    part; keys, kp: (B, HW, C) image tokens after the blocks, and + positional encoding.
+    """
+
+    iou: torch.Tensor
+    queries: torch.Tensor
+    query_pe: torch.Tensor
+    keys: torch.Tensor
+    kp: torch.Tensor
+
+
 def _heads(attn: Attention, x: torch.Tensor) -> torch.Tensor:
     """(B, N, Ci) → (B, H, N, d)."""
     b, n, c = x.shape
@@ -73,8 +92,8 @@ class FoldedDecoder:
     """Batched mask decoding of prompts without a mask input on one embedding (the AMG
     point grid; the Predictor's points / boxes outside fp32 mode).
 
-    Use :meth:`context` once per embedding, then :meth:`tokens` per batch of prompts and
-    :meth:`masks` for the prompts whose IoU passes.
+    Use :meth:`context` once per embedding, then :meth:`tokens` per batch of prompts (IoU
+    predictions) and :meth:`masks` for the prompts / mask outputs that are needed.
     """
 
     def __init__(
@@ -121,32 +140,32 @@ class FoldedDecoder:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     @torch.inference_mode()
-    def tokens(
-        self, ctx: ImageContext, sparse: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """sparse (B, N, C) prompt embeddings → (iou (B, M) float32, mask tokens
-        (B, M, C), image keys (B, HW, C)), M = all mask tokens (0 = single-mask output).
+    def tokens(self, ctx: ImageContext, sparse: torch.Tensor) -> Decoded:
+        """sparse (B, N, C) prompt embeddings → :class:`Decoded`: both two-way blocks for
+        every prompt, the final attention for the IoU token only (the IoU predictions
+        of all mask outputs); the mask tokens' final attention waits for :meth:`masks`.
 
         With ``bf16`` the matrix products run in bfloat16 (autocast)."""
         with self._autocast(sparse.device):
-            iou, tokens, keys = self._tokens(ctx, sparse)
-        return iou.float(), tokens, keys
+            dec = self.dec
+            out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+            tok = torch.cat([out_tokens[None].expand(sparse.shape[0], -1, -1), sparse], dim=1)
+            queries, keys = tok, ctx.keys
+            for i, layer in enumerate(dec.transformer.layers):
+                queries, keys = self._block(layer, i == 0, ctx, queries, keys, tok)
+            kp = keys + ctx.key_pe
+            hs = self._final(queries[:, :1], tok[:, :1], kp, keys)
+            iou = dec.iou_prediction_head(hs[:, 0])
+        return Decoded(iou.float(), queries, tok, keys, kp)
 
-    def _tokens(
-        self, ctx: ImageContext, sparse: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        dec = self.dec
-        out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
-        tok = torch.cat([out_tokens[None].expand(sparse.shape[0], -1, -1), sparse], dim=1)
-        queries, keys = tok, ctx.keys
-        for i, layer in enumerate(dec.transformer.layers):
-            queries, keys = self._block(layer, i == 0, ctx, queries, keys, tok)
-        t = dec.transformer
-        kp = keys + ctx.key_pe
-        queries = queries + _token_to_image(t.final_attn_token_to_image, queries + tok, kp, keys)
-        hs = t.norm_final_attn(queries)
-        iou = dec.iou_prediction_head(hs[:, 0])
-        return iou, hs[:, 1 : 1 + dec.num_mask_tokens], keys
+    def _final(
+        self, queries: torch.Tensor, query_pe: torch.Tensor, kp: torch.Tensor, keys: torch.Tensor
+    ) -> torch.Tensor:
+        """Final token→image attention + norm of some tokens (b, n, C): each token's is
+        independent of the others', so tokens nobody needs are skipped."""
+        t = self.dec.transformer
+        att = _token_to_image(t.final_attn_token_to_image, queries + query_pe, kp, keys)
+        return t.norm_final_attn(queries + att)
 
     def _block(
         self,
@@ -192,27 +211,40 @@ class FoldedDecoder:
 
     @torch.inference_mode()
     def masks(
-        self, ctx: ImageContext, mask_tokens: torch.Tensor, keys: torch.Tensor, which: slice
+        self,
+        ctx: ImageContext,
+        decoded: Decoded,
+        which: slice,
+        prompts: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Low-res mask logits (b, len(which), 4h, 4w) float32 for mask tokens ``which``
-        (computed a few prompts at a time: the upscaled activations are 16× the grid)."""
+        """Low-res mask logits (b, len(which), 4h, 4w) float32 for mask outputs ``which``
+        of the ``prompts`` (indices into the batch; all when None): the final attention
+        of those mask tokens, the hypernetworks and the upscaling (a few prompts at a
+        time: the upscaled activations are 16× the grid)."""
         h, w = ctx.grid
         c = self.dec.output_upscaling[3].out_channels
         step = max(1, _CHUNK_BYTES // (16 * h * w * c * 4))
+        idx = list(range(self.dec.num_mask_tokens)[which])
+        tokens = [1 + i for i in idx]  # token 0 is the IoU token
+        rows = torch.arange(len(decoded.keys)) if prompts is None else prompts.cpu()
         out = []
-        with self._autocast(keys.device):
-            for s in range(0, len(keys), step):
-                sl = slice(s, s + step)
-                out.append(self._masks(ctx, mask_tokens[sl], keys[sl], which).float())
+        with self._autocast(decoded.keys.device):
+            for s in range(0, len(rows), step):
+                r = rows[s : s + step].to(decoded.keys.device)
+                keys = decoded.keys.index_select(0, r)
+                q = decoded.queries.index_select(0, r)[:, tokens]
+                pe = decoded.query_pe.index_select(0, r)[:, tokens]
+                hs = self._final(q, pe, decoded.kp.index_select(0, r), keys)
+                out.append(self._masks(ctx, hs, keys, idx).float())
         return torch.cat(out)
 
     def _masks(
-        self, ctx: ImageContext, mask_tokens: torch.Tensor, keys: torch.Tensor, which: slice
+        self, ctx: ImageContext, mask_tokens: torch.Tensor, keys: torch.Tensor, idx: list[int]
     ) -> torch.Tensor:
+        """mask_tokens (b, M, C) of mask outputs ``idx`` → logits (b, M, 4h, 4w)."""
         dec = self.dec
-        idx = range(dec.num_mask_tokens)[which]
         mlps = dec.output_hypernetworks_mlps
-        hyper = torch.stack([mlps[i](mask_tokens[:, i]) for i in idx], dim=1)  # (b, M, C')
+        hyper = torch.stack([mlps[i](mask_tokens[:, j]) for j, i in enumerate(idx)], dim=1)
         b = keys.shape[0]
         h, w = ctx.grid
         ct1, ln, act1, ct2, act2 = dec.output_upscaling

@@ -267,8 +267,8 @@ class Predictor:
         if self._context is None:
             self._context = fd.context(emb.features, self.model.dense_pe)
         which = slice(1, None) if multimask else slice(0, 1)
-        iou, tokens, keys = fd.tokens(self._context, sparse)
-        return fd.masks(self._context, tokens, keys, which), iou[:, which]
+        decoded = fd.tokens(self._context, sparse)
+        return fd.masks(self._context, decoded, which), decoded.iou[:, which]
 
 
 def upscale_masks(
