@@ -84,12 +84,15 @@ def match(theirs: list[dict], ours: list, shape: tuple[int, int]) -> tuple[float
     return worst, max(d_iou, d_stab)
 
 
-def run_both(official, ours, image: np.ndarray, **kw) -> tuple[list, list]:
+def run_both(
+    official, ours, image: np.ndarray, upsampling: str = "auto", **kw
+) -> tuple[list, list]:
     if kw.get("min_mask_region_area"):
         pytest.importorskip("cv2", reason="the official clean-up needs opencv-python")
     rgb = to_uint8_rgb(image)
     theirs = SamAutomaticMaskGenerator(official, **kw).generate(rgb)
-    return theirs, AutomaticMaskGenerator(ours, **kw).generate_masks(image)
+    mine = AutomaticMaskGenerator(ours, upsampling=upsampling, **kw).generate_masks(image)
+    return theirs, mine
 
 
 # ------------------------------------------------------------------ pure geometry
@@ -221,12 +224,15 @@ DEMO_CASES = {
 }
 
 
+@pytest.mark.parametrize("upsampling", ["dense", "blocks"])
 @pytest.mark.parametrize("case", list(DEMO_CASES))
-def test_demo_model_same_masks(demo_pair, case):
+def test_demo_model_same_masks(demo_pair, case, upsampling):
+    """Both upsampling paths (dense: the exact model's default; blocks: the default of
+    auto / bf16 models, here on the same fp32 weights) give the official masks."""
     shape, kw, at_least = DEMO_CASES[case]
     official, ours = demo_pair
     image, _ = nuclei_2d(shape, seed=1)
-    theirs, mine = run_both(official, ours, image, **kw)
+    theirs, mine = run_both(official, ours, image, upsampling=upsampling, **kw)
     assert len(theirs) >= at_least, "the demo model should find nuclei at these settings"
     match(theirs, mine, shape)
 
