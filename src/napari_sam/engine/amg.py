@@ -28,13 +28,11 @@ from torchvision.ops import batched_nms, box_area
 
 from .amg_masks import (
     CompactMask,
-    binarize,
     clean_small_regions,
     compact_from_dense,
     crop_boxes,
     mask_boxes,
     near_crop_edge,
-    stability,
 )
 from .amg_result import (
     PAINT_ORDERS,
@@ -50,14 +48,14 @@ from .device import coordinate_dtype
 from .folded_decoder import FoldedDecoder, ImageContext
 from .image import Normalization, to_uint8_rgb
 from .loader import SamModel
-from .mask_upsample import MaskUpsampler, upsample_chunk
+from .mask_upsample import MaskUpsampler
 from .predictor import Embedding, Predictor
 from .progress import run_to_end
 from .transforms import rc_to_model_xy
 
 __all__ = ["AmgResult", "AutomaticMaskGenerator", "ObjectRecord", "Progress"]
 
-_UPSAMPLE_BYTES = 8 * 2**20  # float logits per upsampling chunk (cache-sized is fastest)
+_UPSAMPLE_BYTES = 8 * 2**20  # full-size bool masks per upsampling chunk (cache-sized)
 
 
 class AutomaticMaskGenerator:
@@ -124,9 +122,7 @@ class AutomaticMaskGenerator:
                 f"decoder_precision must be 'fp32' or 'bf16', got {decoder_precision!r}"
             )
         if upsampling not in ("auto", "dense", "blocks"):
-            raise ValueError(
-                f"upsampling must be 'auto', 'dense' or 'blocks', got {upsampling!r}"
-            )
+            raise ValueError(f"upsampling must be 'auto', 'dense' or 'blocks', got {upsampling!r}")
         if paint_order not in PAINT_ORDERS:
             raise ValueError(f"paint_order must be one of {PAINT_ORDERS}, got {paint_order!r}")
         self.point_grids = build_grids(
@@ -333,35 +329,22 @@ class AutomaticMaskGenerator:
         (j,) in the chunk passing the stability filter, their masks (j, H, W) bool,
         boxes (j, 4))."""
         sam = self.model.sam
-        h, w = emb.original_size
         thr, off = sam.mask_threshold, self.stability_score_offset
-        if self.upsampling == "blocks":
-            key = (tuple(low.shape[-2:]), tuple(emb.input_size), (h, w))
-            if key not in self._upsamplers:
-                self._upsamplers[key] = MaskUpsampler(
-                    key[0], sam.image_size, emb.input_size, (h, w), low.device
-                )
-            k = max(1, _UPSAMPLE_BYTES // (h * w))  # only the bool masks are full size
-        else:
-            k = max(1, _UPSAMPLE_BYTES // (4 * (sam.image_size**2 + h * w)))
+        key = (tuple(low.shape[-2:]), tuple(emb.input_size), tuple(emb.original_size))
+        if key not in self._upsamplers:
+            self._upsamplers[key] = MaskUpsampler(*key[:1], sam.image_size, *key[1:], low.device)
+        k = max(1, _UPSAMPLE_BYTES // (key[2][0] * key[2][1]))  # bool masks of a chunk
         for s in range(0, len(low), k):
-            if self.upsampling == "blocks":
-                res = self._upsamplers[key].threshold(low[s : s + k], (thr + off, thr - off), thr)
-                stab = res.counts[:, 0].int() / res.counts[:, 1].int()
-            else:
-                logits = upsample_chunk(low[s : s + k], sam.image_size, emb.input_size, (h, w))
-                stab = stability(logits, thr, off)
+            res = self._upsamplers[key].threshold(
+                low[s : s + k], (thr + off, thr - off), thr, dense=self.upsampling == "dense"
+            )
+            stab = res.counts[:, 0] / res.counts[:, 1]  # int32 / int32, as the official
             idx = torch.arange(len(stab), device=stab.device)
             if self.stability_score_thresh > 0:
                 idx = idx[stab >= self.stability_score_thresh]
-            if len(idx) == 0:
-                continue
-            if self.upsampling == "blocks":
+            if len(idx):
                 masks = res.masks(idx)
                 yield s, stab, idx, masks, mask_boxes(masks)
-            else:
-                yield s, stab, idx, *binarize(logits[idx], thr)
-                del logits
 
     @staticmethod
     def _nms(masks: list[CompactMask], thresh: float, scores: list[float]) -> list[CompactMask]:

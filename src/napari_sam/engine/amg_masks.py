@@ -110,26 +110,6 @@ def crop_boxes(
     return out
 
 
-def stability(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
-    """Logits (k, H, W) → (k,) official stability score
-    ``#(logit > t + offset) / #(logit > t - offset)`` (int32 counts: 0 / 0 is NaN, which
-    never passes a threshold)."""
-    return _count(logits > threshold + offset) / _count(logits > threshold - offset)
-
-
-def binarize(logits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (k, H, W) → (masks (k, H, W) bool, boxes (k, 4) inclusive
-    (row_min, col_min, row_max, col_max), (0, 0, 0, 0) for an empty mask)."""
-    masks = logits > threshold
-    return masks, mask_boxes(masks)
-
-
-def _count(masks: torch.Tensor) -> torch.Tensor:
-    """(k, H, W) bool → (k,) int32 pixel counts (column sums first: CPU-vectorised)."""
-    dtype = torch.int16 if masks.shape[-2] < 2**15 else torch.int32
-    return masks.view(torch.uint8).sum(-2, dtype=dtype).sum(-1, dtype=torch.int32)
-
-
 def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     """(k, H, W) bool → (k, 4) int64 inclusive boxes, zeros for empty masks."""
     h, w = masks.shape[-2:]

@@ -334,4 +334,3 @@ def _softmax_small(x: torch.Tensor) -> torch.Tensor:
     kernel is several times slower when the reduced axis is this short."""
     e = (x - x.amax(dim=-1, keepdim=True)).exp_()
     return e.div_(e.sum(dim=-1, keepdim=True))
-

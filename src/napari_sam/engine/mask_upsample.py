@@ -133,11 +133,15 @@ class MaskUpsampler:
         low: torch.Tensor,
         count_thresholds: Sequence[float] = (),
         mask_threshold: float = 0.0,
+        dense: bool = False,
     ) -> Thresholded:
         """low (M, 4h, 4w) logits → :class:`Thresholded`: per-mask counts of upsampled
-        pixels above each of ``count_thresholds`` and the masks above ``mask_threshold``."""
+        pixels above each of ``count_thresholds`` and the masks above ``mask_threshold``.
+        ``dense``: always the official dense resize (bit-identical to it)."""
         low = low.float()
         th = (*(float(t) for t in count_thresholds), float(mask_threshold))
+        if dense:
+            return _Dense(self, low, th)
         r, c = self.rows, self.cols
         # extrema over each block's K × K window: sliding windows, no gathers
         rows = low.unfold(1, r.k, 1)  # (M, Gr, w, Kr)
@@ -157,7 +161,7 @@ class MaskUpsampler:
 class Thresholded:
     """Result of :meth:`MaskUpsampler.threshold`.
 
-    counts: (M, T) int64, pixels above each count threshold; :meth:`masks` the masks.
+    counts: (M, T) int32, pixels above each count threshold; :meth:`masks` the masks.
     """
 
     counts: torch.Tensor
@@ -190,7 +194,7 @@ class _Blocks(Thresholded):
         counts = base[:, None].repeat(1, len(th) - 1)
         for i, t in enumerate(th[:-1]):
             counts[:, i].index_add_(0, self.m, ((self.values > t) & self.valid).sum((1, 2)))
-        self.counts = counts
+        self.counts = counts.int()
 
     def masks(self, which: torch.Tensor | None = None) -> torch.Tensor:
         n, dev = self.above.shape[0], self.above.device
@@ -211,8 +215,8 @@ class _Blocks(Thresholded):
 
 
 class _Dense(Thresholded):
-    """The official dense resize, a few masks at a time (bounded memory); keeps only
-    the bool masks."""
+    """The official dense resize, a few masks at a time (bounded memory), counts as the
+    official stability score makes them; keeps only the bool masks."""
 
     def __init__(self, up: MaskUpsampler, low: torch.Tensor, th: tuple[float, ...]) -> None:
         h, w = up.original_size
@@ -220,8 +224,8 @@ class _Dense(Thresholded):
         counts, masks = [], []
         for s in range(0, low.shape[0], step):
             x = upsample_chunk(low[s : s + step], up.image_size, up.input_size, (h, w))
-            n = [_count(x > t) for t in th[:-1]]
-            counts.append(torch.stack(n, -1) if n else x.new_zeros((len(x), 0), dtype=torch.long))
+            n = [_count_pixels(x > t) for t in th[:-1]]
+            counts.append(torch.stack(n, -1) if n else x.new_zeros((len(x), 0), dtype=torch.int))
             masks.append(x > th[-1])
         self.counts = torch.cat(counts)
         self._masks = torch.cat(masks)
@@ -232,6 +236,7 @@ class _Dense(Thresholded):
         return self._masks.index_select(0, which.to(self._masks.device).long())
 
 
-def _count(masks: torch.Tensor) -> torch.Tensor:
-    """(k, H, W) bool → (k,) int64 pixel counts."""
-    return masks.flatten(1).sum(1)
+def _count_pixels(masks: torch.Tensor) -> torch.Tensor:
+    """(k, H, W) bool → (k,) int32 pixel counts (column sums first: CPU-vectorised)."""
+    dtype = torch.int16 if masks.shape[-2] < 2**15 else torch.int32
+    return masks.view(torch.uint8).sum(-2, dtype=dtype).sum(-1, dtype=torch.int32)
