@@ -37,6 +37,8 @@ GEOMETRIES = [  # (low-res side, model size, slice shape)
     (256, 1024, (300, 700)),  # non-square, padding cropped
     (256, 1024, (2048, 1500)),  # two resizes (up)
     (64, 256, (700, 333)),  # the demo model's geometry
+    (64, 256, (40, 90)),  # a small crop: the second resize shrinks
+    (32, 64, (64, 64)),  # the tiny test model's grid (boundaries in > 10 % of blocks)
 ]
 
 
@@ -50,7 +52,8 @@ def test_blocks_equal_dense_resize(n_low, n_img, shape):
     low = blob_logits(4, n_low, seed=n_low + shape[0])
     up = MaskUpsampler((n_low, n_low), n_img, resized_shape(*shape, n_img), shape)
     res = up.threshold(low, (1.0, -1.0), 0.0)
-    assert isinstance(res, _Blocks)  # smooth logits: only boundary blocks evaluated
+    if n_low >= 64:  # smooth logits on a real grid: only boundary blocks evaluated
+        assert isinstance(res, _Blocks)
     hi, lo, mask = dense_reference(low, n_img, shape, (1.0, -1.0, 0.0))
     # float rounding may flip an output lying within ~1e-6 of a threshold: allow 1e-5
     tol = max(2, int(1e-5 * shape[0] * shape[1]))
