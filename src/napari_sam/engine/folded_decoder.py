@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from ..model.mask_decoder import MaskDecoder
 from ..model.transformer import Attention, TwoWayAttentionBlock
 
-_CHUNK_BYTES = 8 * 2**20  # activations per decoder call (see prompt_chunk)
+_CHUNK_BYTES = 4 * 2**20  # activations per decoder call (see prompt_chunk)
 
 
 @dataclass
@@ -204,7 +204,7 @@ class FoldedDecoder:
 
     @property
     def prompt_chunk(self) -> int:
-        """Prompts per :meth:`tokens` call: image-token activations of ~8 MB (on a CPU
+        """Prompts per :meth:`tokens` call: image-token activations of ~4 MB (on a CPU
         much larger batches are slower, not faster: page faults and cache misses)."""
         h, w = self.grid
         return max(1, _CHUNK_BYTES // (h * w * self.dec.transformer_dim * 4))
