@@ -178,3 +178,40 @@ def test_folded_decoder_agrees_with_the_official_order(pred, tiny_model):
     a = exact.predict_batch(points=pts, labels=np.ones((2, 1)))
     b = fast.predict_batch(points=pts, labels=np.ones((2, 1)))
     np.testing.assert_allclose(a.logits, b.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_precision_policy_and_errors(tiny_model):
+    """fp32 (exact) models decode in fp32; bf16 models (auto on bf16 hardware) with the
+    bf16 folded decoder unless told otherwise; anything else is refused."""
+    from napari_sam.engine.loader import wrap_model
+
+    assert Predictor(tiny_model).decoder_precision == "fp32"
+    sam = tiny_model.sam
+    bf16 = wrap_model(sam, tiny_model.config, "tiny", "cpu", "bf16")
+    assert Predictor(bf16).decoder_precision == "bf16"
+    assert Predictor(bf16, decoder_precision="fp32").decoder_precision == "fp32"
+    with pytest.raises(ValueError, match="decoder_precision"):
+        Predictor(tiny_model, decoder_precision="fp16")
+
+
+def test_bf16_decoder_masks_close_to_fp32():
+    """On the demo model (real nuclei masks): the bf16 folded decoder gives the fp32
+    folded decoder's masks up to a few boundary pixels, and nearly its scores."""
+    from napari_sam.synthetic import nuclei_2d
+
+    model = load_model("demo", device="cpu", precision="fp32")
+    img, gt = nuclei_2d((256, 256), seed=11)
+    p32 = Predictor(model, fast_decoder=True, decoder_precision="fp32")
+    p16 = Predictor(model, fast_decoder=True, decoder_precision="bf16")
+    emb = p32.set_image(img)
+    p16.set_embedding(emb)
+    ious = []
+    for lab in np.unique(gt)[1:9]:
+        rows, cols = np.nonzero(gt == lab)
+        q = dict(points=[[rows.mean(), cols.mean()]], labels=[1])
+        a, b = p32.predict(**q), p16.predict(**q)
+        np.testing.assert_allclose(a.scores, b.scores, atol=0.03)
+        for i in range(3):
+            union = np.logical_or(a.masks[i], b.masks[i]).sum()
+            ious.append(np.logical_and(a.masks[i], b.masks[i]).sum() / max(union, 1))
+    assert np.mean(ious) >= 0.98 and np.min(ious) >= 0.9

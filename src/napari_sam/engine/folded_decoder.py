@@ -24,6 +24,7 @@ All shapes follow the official code: tokens = [iou, 4 mask tokens, point, pad po
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -103,9 +104,13 @@ class FoldedDecoder:
         grid: tuple[int, int],
         bf16: bool = False,
     ) -> None:
-        self.dec = decoder
-        self.no_mask = no_mask_embed.reshape(-1)
         self.bf16 = bf16
+        self.dtype = torch.bfloat16 if bf16 else torch.float32
+        # bf16: a bfloat16 copy of the decoder, activations in bfloat16 throughout (no
+        # per-call casts, unlike autocast); the IoU head stays the fp32 original
+        self.dec = copy.deepcopy(decoder).to(self.dtype) if bf16 else decoder
+        self._iou_head = decoder.iou_prediction_head
+        self.no_mask = no_mask_embed.reshape(-1).to(self.dtype)
         self.grid = tuple(grid)
         first = decoder.transformer.layers[0]
         if not first.skip_first_layer_pe:
@@ -118,6 +123,7 @@ class FoldedDecoder:
     def context(self, features: torch.Tensor, dense_pe: torch.Tensor) -> ImageContext:
         """features, dense_pe: (1, C, h, w) → :class:`ImageContext`."""
         h, w = features.shape[-2:]
+        features, dense_pe = features.to(self.dtype), dense_pe.to(self.dtype)
         src = features + self.no_mask[None, :, None, None]
         # token-major and contiguous: (1, C, h, w) permuted views make every later
         # elementwise op on the image tokens a strided gather (~10× slower)
@@ -136,27 +142,24 @@ class FoldedDecoder:
             grid=(int(h), int(w)),
         )
 
-    def _autocast(self, device: torch.device) -> torch.autocast:
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
-
     @torch.inference_mode()
     def tokens(self, ctx: ImageContext, sparse: torch.Tensor) -> Decoded:
         """sparse (B, N, C) prompt embeddings → :class:`Decoded`: both two-way blocks for
         every prompt, the final attention for the IoU token only (the IoU predictions
         of all mask outputs); the mask tokens' final attention waits for :meth:`masks`.
 
-        With ``bf16`` the matrix products run in bfloat16 (autocast)."""
-        with self._autocast(sparse.device):
-            dec = self.dec
-            out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
-            tok = torch.cat([out_tokens[None].expand(sparse.shape[0], -1, -1), sparse], dim=1)
-            queries, keys = tok, ctx.keys
-            for i, layer in enumerate(dec.transformer.layers):
-                queries, keys = self._block(layer, i == 0, ctx, queries, keys, tok)
-            kp = keys + ctx.key_pe
-            hs = self._final(queries[:, :1], tok[:, :1], kp, keys)
-            iou = dec.iou_prediction_head(hs[:, 0])
-        return Decoded(iou.float(), queries, tok, keys, kp)
+        With ``bf16`` everything but the IoU head runs in bfloat16."""
+        dec = self.dec
+        sparse = sparse.to(self.dtype)
+        out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+        tok = torch.cat([out_tokens[None].expand(sparse.shape[0], -1, -1), sparse], dim=1)
+        queries, keys = tok, ctx.keys
+        for i, layer in enumerate(dec.transformer.layers):
+            queries, keys = self._block(layer, i == 0, ctx, queries, keys, tok)
+        kp = keys + ctx.key_pe
+        hs = self._final(queries[:, :1], tok[:, :1], kp, keys)
+        iou = self._iou_head(hs[:, 0].float())
+        return Decoded(iou, queries, tok, keys, kp)
 
     def _final(
         self, queries: torch.Tensor, query_pe: torch.Tensor, kp: torch.Tensor, keys: torch.Tensor
@@ -228,14 +231,13 @@ class FoldedDecoder:
         tokens = [1 + i for i in idx]  # token 0 is the IoU token
         rows = torch.arange(len(decoded.keys)) if prompts is None else prompts.cpu()
         out = []
-        with self._autocast(decoded.keys.device):
-            for s in range(0, len(rows), step):
-                r = rows[s : s + step].to(decoded.keys.device)
-                keys = decoded.keys.index_select(0, r)
-                q = decoded.queries.index_select(0, r)[:, tokens]
-                pe = decoded.query_pe.index_select(0, r)[:, tokens]
-                hs = self._final(q, pe, decoded.kp.index_select(0, r), keys)
-                out.append(self._masks(ctx, hs, keys, idx).float())
+        for s in range(0, len(rows), step):
+            r = rows[s : s + step].to(decoded.keys.device)
+            keys = decoded.keys.index_select(0, r)
+            q = decoded.queries.index_select(0, r)[:, tokens]
+            pe = decoded.query_pe.index_select(0, r)[:, tokens]
+            hs = self._final(q, pe, decoded.kp.index_select(0, r), keys)
+            out.append(self._masks(ctx, hs, keys, idx).float())
         return torch.cat(out)
 
     def _masks(
@@ -255,8 +257,9 @@ class FoldedDecoder:
         y = _gelu_(F.layer_norm(y, y.shape[-1:], ln.weight, ln.bias, ln.eps), act1)
         y = _gelu_(_deconv_2x2(y, ct2), act2)  # (b, hw * 16, C')
         m = len(idx)
-        masks = (hyper @ y.transpose(1, 2)).reshape(b * m, h, w, 2, 2, 2, 2)
-        masks = masks.permute(0, 1, 3, 5, 2, 4, 6)  # (b M), i, ki, ki2, j, kj, kj2
+        # (b, P, C') @ (b, C', M): y stays in its layout (no transposed copy of it)
+        masks = (y @ hyper.transpose(1, 2)).reshape(b, h, w, 2, 2, 2, 2, m)
+        masks = masks.permute(0, 7, 1, 3, 5, 2, 4, 6)  # b, M, i, ki, ki2, j, kj, kj2
         return masks.reshape(b, m, 4 * h, 4 * w)
 
 
@@ -271,7 +274,7 @@ def _deconv_2x2(x: torch.Tensor, conv: torch.nn.ConvTranspose2d) -> torch.Tensor
 
 def _gelu_(x: torch.Tensor, act: torch.nn.Module) -> torch.Tensor:
     """The decoder's exact GELU, in place (saves a large allocation per call)."""
-    if isinstance(act, torch.nn.GELU) and x.dtype == torch.float32:
+    if isinstance(act, torch.nn.GELU) and x.dtype in (torch.float32, torch.bfloat16):
         return torch.ops.aten.gelu_(x, approximate=act.approximate)
     return act(x)
 
@@ -288,8 +291,10 @@ def _token_to_image(
     b, _, n, d = qh.shape
     wk = _w_heads(attn.k_proj.weight, heads)  # (H, d, C)
     qk = torch.einsum("bhnd,hdc->bhnc", qh / math.sqrt(d), wk).reshape(b, heads * n, -1)
-    scores = qk @ kp.transpose(1, 2)  # (B, H*N, HW); the key bias cancels in the softmax
-    ctx = scores.softmax(dim=-1) @ keys  # (B, H*N, C)
+    # scores (B, HW, H*N), image tokens first: only the few token rows get transposed
+    # (a transposed kp costs a copy of it in bf16); the key bias cancels in the softmax
+    scores = kp @ qk.transpose(1, 2)
+    ctx = scores.softmax(dim=1).transpose(1, 2) @ keys  # (B, H*N, C)
     wv = _w_heads(attn.v_proj.weight, heads)
     vh = torch.einsum("bhnc,hdc->bhnd", ctx.reshape(b, heads, n, -1), wv)
     vh = vh + attn.v_proj.bias.reshape(1, heads, 1, d)

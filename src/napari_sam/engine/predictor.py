@@ -67,6 +67,7 @@ class Predictor:
         model: SamModel,
         normalization: Normalization | None = None,
         fast_decoder: bool | None = None,
+        decoder_precision: str | None = None,
     ) -> None:
         """fast_decoder: decode prompts without a ``mask_input`` with the folded decoder
         (:class:`~napari_sam.engine.folded_decoder.FoldedDecoder`: image-side work of the first
@@ -74,12 +75,24 @@ class Predictor:
         same mathematics, logits equal to float rounding, ~2× faster) and threshold the
         masks blockwise at slice size (:class:`~napari_sam.engine.mask_upsample.MaskUpsampler`,
         equal to rounding) instead of resizing full-size float logits. None → on unless
-        the model was loaded with ``precision="fp32"`` (the exact parity mode)."""
+        the model was loaded with ``precision="fp32"`` (the exact parity mode).
+
+        decoder_precision: "fp32" or "bf16" for the folded decoder (bf16: a bfloat16
+        copy of the decoder, ~2× faster matrix products where bf16 is native, masks
+        within a few boundary pixels of fp32 — docs/benchmarks.md). None → the model's
+        own precision (bf16 for ``precision="auto"`` on bf16-capable hardware)."""
+        if decoder_precision not in (None, "fp32", "bf16"):
+            raise ValueError(
+                f"decoder_precision must be 'fp32' or 'bf16', got {decoder_precision!r}"
+            )
         self.model = model
         self.normalization = normalization or Normalization()
         self._embedding: Embedding | None = None
         self._context: ImageContext | None = None
         self.fast_decoder = (not model.exact) if fast_decoder is None else bool(fast_decoder)
+        self.decoder_precision = decoder_precision or (
+            "bf16" if model.precision == "bf16" and not model.exact else "fp32"
+        )
         self._folded_decoder: FoldedDecoder | None = None
         self._upsamplers: dict[tuple, MaskUpsampler] = {}
 
@@ -261,7 +274,10 @@ class Predictor:
         sam = self.model.sam
         if self._folded_decoder is None:
             self._folded_decoder = FoldedDecoder(
-                sam.mask_decoder, sam.prompt_encoder.no_mask_embed.weight, sam.embedding_size
+                sam.mask_decoder,
+                sam.prompt_encoder.no_mask_embed.weight,
+                sam.embedding_size,
+                bf16=self.decoder_precision == "bf16",
             )
         fd = self._folded_decoder
         if self._context is None:
