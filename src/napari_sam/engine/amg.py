@@ -66,8 +66,8 @@ class AutomaticMaskGenerator:
     Additions: ``min_object_area`` drops objects smaller than this many pixels in the
     final label image; ``paint_order`` ("quality" | "area") is the overlap rule;
     ``normalization`` maps non-uint8 slices to uint8 RGB (as :class:`Predictor`);
-    ``decoder_precision="bf16"`` runs the mask decoder's matrix products in bfloat16
-    (faster on CPUs with native bf16, but masks near the thresholds come and go — see
+    ``decoder_precision="bf16"`` runs the folded decoder as a bfloat16 copy (IoU head in
+    fp32; no faster for small decoders, and masks near the thresholds come and go — see
     docs/amg.md; the image encoder follows the model's own precision).
     ``upsampling``: "dense" resizes every IoU survivor's logits to full size as the
     official code does; "blocks" thresholds them blockwise
