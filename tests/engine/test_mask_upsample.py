@@ -120,7 +120,9 @@ def test_amg_blocks_same_masks_as_dense(demo):
     for a, b in zip(dense, blocks, strict=True):
         assert a.box == b.box
         assert np.count_nonzero(a.crop != b.crop) <= 2
-        assert a.stability_score == pytest.approx(b.stability_score, abs=1e-4)
+        # a pixel within float rounding of ±offset may count differently: ≤ 2 pixels of
+        # the count n(logit > -1) ≥ area, i.e. ≤ 2 / area
+        assert a.stability_score == pytest.approx(b.stability_score, abs=2 / a.area + 1e-6)
 
 
 def test_predictor_fast_path_masks_equal_exact_upsampling(demo):
