@@ -104,7 +104,6 @@ class FoldedDecoder:
         grid: tuple[int, int],
         bf16: bool = False,
     ) -> None:
-        self.bf16 = bf16
         self.dtype = torch.bfloat16 if bf16 else torch.float32
         # bf16: a bfloat16 copy of the decoder, activations in bfloat16 throughout (no
         # per-call casts, unlike autocast); the IoU head stays the fp32 original
@@ -229,14 +228,18 @@ class FoldedDecoder:
         step = max(1, _CHUNK_BYTES // (16 * h * w * c * 4))
         idx = list(range(self.dec.num_mask_tokens)[which])
         tokens = [1 + i for i in idx]  # token 0 is the IoU token
-        rows = torch.arange(len(decoded.keys)) if prompts is None else prompts.cpu()
+        if prompts is not None:
+            prompts = prompts.to(decoded.keys.device)
         out = []
-        for s in range(0, len(rows), step):
-            r = rows[s : s + step].to(decoded.keys.device)
-            keys = decoded.keys.index_select(0, r)
-            q = decoded.queries.index_select(0, r)[:, tokens]
-            pe = decoded.query_pe.index_select(0, r)[:, tokens]
-            hs = self._final(q, pe, decoded.kp.index_select(0, r), keys)
+        for s in range(0, len(decoded.keys) if prompts is None else len(prompts), step):
+            if prompts is None:  # slices are views: no copies of the image tokens
+                keys, kp = decoded.keys[s : s + step], decoded.kp[s : s + step]
+                q, pe = decoded.queries[s : s + step], decoded.query_pe[s : s + step]
+            else:
+                r = prompts[s : s + step]
+                keys, kp = decoded.keys.index_select(0, r), decoded.kp.index_select(0, r)
+                q, pe = decoded.queries.index_select(0, r), decoded.query_pe.index_select(0, r)
+            hs = self._final(q[:, tokens], pe[:, tokens], kp, keys)
             out.append(self._masks(ctx, hs, keys, idx).float())
         return torch.cat(out)
 
