@@ -143,10 +143,8 @@ class MaskUpsampler:
         if dense:
             return _Dense(self, low, th)
         r, c = self.rows, self.cols
-        # extrema over each block's K × K window: sliding windows, no gathers
-        rows = low.unfold(1, r.k, 1)  # (M, Gr, w, Kr)
-        lo = rows.amin(-1).unfold(2, c.k, 1).amin(-1)  # (M, Gr, Gc)
-        hi = rows.amax(-1).unfold(2, c.k, 1).amax(-1)
+        lo = _sliding(_sliding(low, r.k, 1, torch.minimum), c.k, 2, torch.minimum)
+        hi = _sliding(_sliding(low, r.k, 1, torch.maximum), c.k, 2, torch.maximum)
         used = (r.lengths[:, None] > 0) & (c.lengths[None, :] > 0)
         mixed = (lo <= max(th)) & (hi > min(th)) & used
         if int(mixed.sum()) > DENSE_FRACTION * low.shape[0] * int(used.sum()):
@@ -234,6 +232,17 @@ class _Dense(Thresholded):
         if which is None:
             return self._masks
         return self._masks.index_select(0, which.to(self._masks.device).long())
+
+
+def _sliding(x: torch.Tensor, k: int, dim: int, op) -> torch.Tensor:
+    """Extremum (``op`` = torch.minimum / maximum) over windows of k along ``dim``
+    (n → n - k + 1): k - 1 elementwise ops on shifted slices — contiguous and
+    vectorised, unlike a reduction over an ``unfold`` view."""
+    n = x.shape[dim] - k + 1
+    out = x.narrow(dim, 0, n)
+    for i in range(1, k):
+        out = op(out, x.narrow(dim, i, n))
+    return out
 
 
 def _count_pixels(masks: torch.Tensor) -> torch.Tensor:
