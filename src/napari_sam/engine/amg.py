@@ -48,7 +48,7 @@ from .device import coordinate_dtype
 from .folded_decoder import FoldedDecoder, ImageContext
 from .image import Normalization, to_uint8_rgb
 from .loader import SamModel
-from .mask_upsample import MaskUpsampler
+from .mask_upsample import MaskUpsamplers
 from .predictor import Embedding, Predictor
 from .progress import run_to_end
 from .transforms import rc_to_model_xy
@@ -147,7 +147,7 @@ class AutomaticMaskGenerator:
         if upsampling == "auto":
             upsampling = "dense" if model.exact else "blocks"
         self.upsampling = upsampling
-        self._upsamplers: dict[tuple, MaskUpsampler] = {}
+        self._upsamplers = MaskUpsamplers(sam.image_size, model.device)
         self._decoder = FoldedDecoder(
             sam.mask_decoder,
             sam.prompt_encoder.no_mask_embed.weight,
@@ -330,12 +330,11 @@ class AutomaticMaskGenerator:
         boxes (j, 4))."""
         sam = self.model.sam
         thr, off = sam.mask_threshold, self.stability_score_offset
-        key = (tuple(low.shape[-2:]), tuple(emb.input_size), tuple(emb.original_size))
-        if key not in self._upsamplers:
-            self._upsamplers[key] = MaskUpsampler(*key[:1], sam.image_size, *key[1:], low.device)
-        k = max(1, _UPSAMPLE_BYTES // (key[2][0] * key[2][1]))  # bool masks of a chunk
+        up = self._upsamplers.get(low.shape[-2:], emb.input_size, emb.original_size)
+        h, w = emb.original_size
+        k = max(1, _UPSAMPLE_BYTES // (h * w))  # bool masks of a chunk
         for s in range(0, len(low), k):
-            res = self._upsamplers[key].threshold(
+            res = up.threshold(
                 low[s : s + k], (thr + off, thr - off), thr, dense=self.upsampling == "dense"
             )
             stab = res.counts[:, 0] / res.counts[:, 1]  # int32 / int32, as the official

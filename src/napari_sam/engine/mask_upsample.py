@@ -156,6 +156,26 @@ class MaskUpsampler:
         return self.threshold(low, (), threshold).masks()
 
 
+class MaskUpsamplers:
+    """One :class:`MaskUpsampler` per geometry, built on first use (a generator or a
+    predictor sees few distinct slice / crop sizes)."""
+
+    def __init__(self, image_size: int, device: torch.device | str = "cpu") -> None:
+        self.image_size, self.device = int(image_size), device
+        self._cache: dict[tuple, MaskUpsampler] = {}
+
+    def get(
+        self,
+        low_shape: tuple[int, int],
+        input_size: tuple[int, int],
+        original_size: tuple[int, int],
+    ) -> MaskUpsampler:
+        key = (tuple(low_shape), tuple(input_size), tuple(original_size))
+        if key not in self._cache:
+            self._cache[key] = MaskUpsampler(key[0], self.image_size, key[1], key[2], self.device)
+        return self._cache[key]
+
+
 class Thresholded:
     """Result of :meth:`MaskUpsampler.threshold`.
 

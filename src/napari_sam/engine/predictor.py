@@ -16,7 +16,7 @@ import torch
 from .folded_decoder import FoldedDecoder, ImageContext
 from .image import Normalization, to_uint8_rgb
 from .loader import SamModel
-from .mask_upsample import MaskUpsampler
+from .mask_upsample import MaskUpsamplers
 from .prompts import Prompts, validate_prompts
 from .transforms import resize_rgb, resized_shape
 
@@ -94,7 +94,7 @@ class Predictor:
             "bf16" if model.precision == "bf16" and not model.exact else "fp32"
         )
         self._folded_decoder: FoldedDecoder | None = None
-        self._upsamplers: dict[tuple, MaskUpsampler] = {}
+        self._upsamplers = MaskUpsamplers(model.sam.image_size, model.device)
 
     # ---------------------------------------------------------------- image / embedding
     def prepare_input(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -241,9 +241,8 @@ class Predictor:
             low_res, iou = low_res[rows, best][:, None], iou[rows, best][:, None]
         if self.fast_decoder:  # blockwise: equal to rounding, no full-size float logits
             b, m, h, w = low_res.shape
-            masks = self._upsampler(emb, (h, w)).masks(
-                low_res.reshape(b * m, h, w), sam.mask_threshold
-            )
+            up = self._upsamplers.get((h, w), emb.input_size, emb.original_size)
+            masks = up.masks(low_res.reshape(b * m, h, w), sam.mask_threshold)
             masks = masks.reshape(b, m, *masks.shape[-2:])
         else:
             up = upscale_masks(sam, low_res, emb.input_size, emb.original_size)
@@ -253,18 +252,6 @@ class Predictor:
             iou.float().cpu().numpy(),
             low_res.float().cpu().numpy(),
         )
-
-    def _upsampler(self, emb: Embedding, low_shape: tuple[int, int]) -> MaskUpsampler:
-        key = (low_shape, emb.input_size, emb.original_size)
-        if key not in self._upsamplers:
-            self._upsamplers[key] = MaskUpsampler(
-                low_shape,
-                self.model.sam.image_size,
-                emb.input_size,
-                emb.original_size,
-                self.model.device,
-            )
-        return self._upsamplers[key]
 
     def _decode_folded(
         self, emb: Embedding, sparse: torch.Tensor, multimask: bool
