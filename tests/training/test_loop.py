@@ -103,3 +103,14 @@ def test_cli_fine_tunes_a_checkpoint(tmp_path, tiny_config, capsys) -> None:
     assert load_sam_checkpoint(out)[1] == tiny_config
     assert main(["train", "--out", str(out)]) == 2  # no data given
     assert "--synthetic" in capsys.readouterr().err
+
+
+def test_box_jitter_range_and_centre_clicks_train(tmp_path, tiny_config) -> None:
+    """The prompt-distribution options run end to end and are recorded in the state."""
+    torch.manual_seed(0)
+    sam = build_sam(tiny_config)
+    cfg = _cfg(steps=3, box_jitter=(0.0, 0.2), centre_click_fraction=0.5,
+               kind_fractions=(0.2, 0.6, 0.2))
+    out = [m for _, _, m in train(sam, tiny_config, _pairs(), tmp_path / "m.pt", cfg)]
+    assert len(out) == 3 and all(np.isfinite(m["loss"]) for m in out)
+    assert all("iou_r1" in m for m in out)

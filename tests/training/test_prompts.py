@@ -66,3 +66,20 @@ def test_largest_error_click_is_deterministic_centre() -> None:
     assert lab == 1 and 5 <= r < 35 and 24 <= c <= 30
     (r, c), lab = largest_error_click(gt | (np.arange(40) < 3)[:, None], gt)
     assert lab == 0 and r < 3
+
+
+def test_centred_correction_clicks_hit_the_largest_error_centre() -> None:
+    gt = torch.zeros(3, 40, 40, dtype=torch.bool)
+    gt[:, 5:35, 5:35] = True
+    pred = gt.clone()
+    pred[:, 5:35, 20:35] = False  # a 30 × 15 miss: its centre column is ~27
+    pred[:, 0:2, 0:2] = True  # a tiny false positive a uniform click could hit
+    pred[2] = gt[2]  # perfect → stays a positive click inside the object
+    centred = torch.tensor([True, False, True])
+    rc, lab = correction_clicks(pred, gt, torch.Generator().manual_seed(0), centred)
+    (r, c), want = largest_error_click(pred[0].numpy(), gt[0].numpy())
+    assert rc[0].tolist() == [int(r), int(c)] and lab[0] == want == 1
+    assert 24 <= rc[0, 1] <= 30
+    r, c = rc[1].tolist()  # uniform: anywhere in the errors
+    assert bool(pred[1, r, c] != gt[1, r, c])
+    assert lab[2] == 1 and gt[2, rc[2, 0], rc[2, 1]]

@@ -42,6 +42,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=200, help="warm-up steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=float, default=5.0, metavar="MIN")
+    p.add_argument(
+        "--kinds",
+        type=float,
+        nargs=3,
+        default=(0.4, 0.3, 0.3),
+        metavar=("POINT", "BOX", "MULTI"),
+        help="shares of single-point / box / multi-point prompts (default 0.4 0.3 0.3)",
+    )
+    p.add_argument(
+        "--box-jitter",
+        type=float,
+        nargs=2,
+        default=(0.1, 0.1),
+        metavar=("LO", "HI"),
+        help="box sides move by N(0, s × side), s uniform in [LO, HI] (default 0.1 0.1)",
+    )
+    p.add_argument(
+        "--centre-clicks",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="share of correction clicks at the centre of the largest error region "
+        "(else uniform in the errors; default 0)",
+    )
     p.add_argument("--freeze-encoder", action="store_true", help="train prompt encoder + decoder")
     p.add_argument("--device", default="auto")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the image encoder")
@@ -96,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_every_s=args.checkpoint_every * 60,
         precision="bf16" if args.bf16 else "fp32",
         freeze_encoder=args.freeze_encoder,
+        kind_fractions=tuple(args.kinds),
+        box_jitter=tuple(args.box_jitter),
+        centre_click_fraction=args.centre_clicks,
     )
     meta = {
         "trained_with": "napari-sam train "

@@ -56,7 +56,14 @@ POINT, BOX, MULTI = 0, 1, 2
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of :func:`train` (stored in the training-state file)."""
+    """Hyper-parameters of :func:`train` (stored in the training-state file).
+
+    kind_fractions: shares of single-point / box / multi-point prompts.
+    box_jitter: (lo, hi) — each box's sides move by N(0, σ × side) with σ drawn
+    uniformly from [lo, hi] (a user's box is sometimes tight, sometimes loose).
+    centre_click_fraction: share of correction clicks placed at the most interior pixel
+    of the largest error region (where a user clicks) instead of uniformly in the errors.
+    """
 
     steps: int = 10000
     time_limit_s: float | None = None
@@ -67,6 +74,8 @@ class TrainConfig:
     warmup_steps: int = 200
     grad_clip: float = 1.0
     kind_fractions: tuple[float, float, float] = (0.4, 0.3, 0.3)
+    box_jitter: tuple[float, float] = (0.1, 0.1)
+    centre_click_fraction: float = 0.0
     max_points: int = 4
     correction_rounds: int = 1
     mask_loss: str = "bce"
@@ -112,7 +121,9 @@ def _make_groups(samples: list[Sample], rng: np.random.Generator, cfg: TrainConf
             g.img.append(b)
             g.label.append(int(lab))
             if kind == BOX:
-                box = jitter_box(rng, object_box(px), s.original_size)
+                lo, hi = cfg.box_jitter
+                rel = lo if hi <= lo else float(rng.uniform(lo, hi))  # no draw: old runs replay
+                box = jitter_box(rng, object_box(px), s.original_size, rel=rel)
                 g.boxes.append(boxes_to_model_xyxy(box[None], s.original_size, s.input_size)[0])
                 continue
             n_pos = 1 if kind == POINT else int(rng.integers(1, n_multi + 1))
@@ -190,7 +201,12 @@ def train_step(
                 break
             ar = torch.arange(len(best), device=dev)
             with torch.no_grad():
-                rc, click_lab = correction_clicks(up[ar, best] > 0, gt > 0.5, gen)
+                centred = None
+                if cfg.centre_click_fraction > 0:
+                    centred = torch.as_tensor(
+                        rng.random(len(best)) < cfg.centre_click_fraction, device=dev
+                    )
+                rc, click_lab = correction_clicks(up[ar, best] > 0, gt > 0.5, gen, centred)
             # loss-grid pixel → model-input pixel centre, then (row, col) → (x, y)
             xy = ((rc.float() + 0.5) * (size / ls) - 0.5).flip(-1)[:, None]
             if pts is None:

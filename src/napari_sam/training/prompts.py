@@ -82,7 +82,10 @@ def jitter_box(
 
 
 def correction_clicks(
-    pred: torch.Tensor, gt: torch.Tensor, generator: torch.Generator | None = None
+    pred: torch.Tensor,
+    gt: torch.Tensor,
+    generator: torch.Generator | None = None,
+    centred: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One corrective click per object, sampled uniformly from the error region.
 
@@ -90,6 +93,10 @@ def correction_clicks(
     coordinates of that grid and (B,) labels: 1 where the click marks a missed
     (false-negative) pixel, 0 for a false positive. Where the prediction is perfect, the
     click is a positive one inside the object.
+
+    centred: optional (B,) bool; where True the click is instead the one a user would
+    make — the most interior pixel of the largest error region
+    (:func:`largest_error_click`), computed on the CPU.
     """
     err = (pred != gt).flatten(1).float()
     inside = gt.flatten(1).float()
@@ -98,6 +105,14 @@ def correction_clicks(
     w = gt.shape[-1]
     rc = torch.stack([idx // w, idx % w], dim=1)
     labels = gt.flatten(1).gather(1, idx[:, None])[:, 0].long()
+    if centred is not None and bool(centred.any()):
+        has_err = err.sum(1) > 0
+        pick = torch.nonzero(centred.to(pred.device) & has_err)[:, 0].tolist()
+        p_np, g_np = pred[pick].cpu().numpy(), gt[pick].cpu().numpy()
+        for j, b in enumerate(pick):
+            (r, c), lab = largest_error_click(p_np[j], g_np[j])
+            rc[b] = torch.as_tensor([int(r), int(c)], device=rc.device)
+            labels[b] = lab
     return rc, labels
 
 
