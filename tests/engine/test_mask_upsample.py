@@ -96,7 +96,7 @@ def test_axis_weights_are_the_composite_resize():
         sig = torch.linspace(-3, 5, 64, dtype=torch.float64)
         ref = F.interpolate(sig[None, None], size=256, mode="linear", align_corners=False)
         ref = F.interpolate(ref[..., :n_in], size=n_out, mode="linear", align_corners=False)
-        windows = sig.unfold(0, axis.k, 1)[axis.group]  # (n_out, K)
+        windows = sig.unfold(0, axis.k, 1)[axis.win[axis.group]]  # (n_out, K)
         assert torch.allclose((w.double() * windows).sum(1), ref[0, 0], atol=1e-5)
 
 

@@ -31,7 +31,6 @@ from .amg_masks import (
     clean_small_regions,
     compact_from_dense,
     crop_boxes,
-    mask_boxes,
     near_crop_edge,
 )
 from .amg_result import (
@@ -315,7 +314,8 @@ class AutomaticMaskGenerator:
         offset = torch.tensor(crop[:2] * 2, device=low.device)
         for s, stab, idx, masks, boxes in self._threshold(low, emb):
             inside = ~near_crop_edge(boxes + offset, crop, shape)
-            idx, masks, boxes = idx[inside], masks[inside], boxes[inside]
+            if not bool(inside.all()):
+                idx, masks, boxes = idx[inside], masks[inside], boxes[inside]
             stab_h = stab[idx].cpu().numpy()
             rows = (s + idx).tolist()
             compact = compact_from_dense(masks.cpu().numpy(), boxes.cpu().numpy(), crop[:2])
@@ -342,8 +342,7 @@ class AutomaticMaskGenerator:
             if self.stability_score_thresh > 0:
                 idx = idx[stab >= self.stability_score_thresh]
             if len(idx):
-                masks = res.masks(idx)
-                yield s, stab, idx, masks, mask_boxes(masks)
+                yield s, stab, idx, res.masks(idx), res.boxes(idx)
 
     @staticmethod
     def _nms(masks: list[CompactMask], thresh: float, scores: list[float]) -> list[CompactMask]:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, fields
 import torch
 from torch.nn import functional as F
 
+from .amg_masks import mask_boxes
+
 DENSE_FRACTION = 0.1  # straddling blocks above which the dense resize is faster
 _CHUNK_BYTES = 8 * 2**20  # float logits per dense resize
 
@@ -55,18 +57,24 @@ def upsample_chunk(
 class _Axis:
     """One axis of the composite resize, as blocks of output pixels.
 
-    Block g holds the outputs whose low-res support lies in the window g … g + K - 1
-    (K = the widest support); the outputs of a block are contiguous.
-    starts, lengths: (G,) first output index and size of each block (G = n_low - K + 1;
-    a block may be empty); weights: (G, L, K) weight of window entry k for the block's
+    The outputs whose low-res support starts in the same window w … w + K - 1 (K = the
+    widest support) are contiguous; they form one block, or several of at most L
+    outputs each where there are more (the clamped ends of the axis): blocks of one
+    size make the exact interpolation of straddling blocks a dense (B, L, L) array.
+    win: (G,) window start of each block; starts, lengths: (G,) first output index and
+    size of each block; weights: (G, L, K) weight of window entry k for the block's
     l-th output (0 outside its support or beyond the block); valid: (G, L) l < length;
-    group: (n_out,) block of each output index.
+    pad: (G, L) float, 0 where valid and -inf beyond the block (added to interpolated
+    values, it keeps non-outputs below every threshold); group: (n_out,) block of each
+    output index.
     """
 
+    win: torch.Tensor
     starts: torch.Tensor
     lengths: torch.Tensor
     weights: torch.Tensor
     valid: torch.Tensor
+    pad: torch.Tensor
     group: torch.Tensor
 
     @property
@@ -91,17 +99,24 @@ def _axis(n_low: int, image_size: int, input_len: int, out_len: int) -> _Axis:
     first = torch.where(nz, idx, n_low).amin(1)
     last = torch.where(nz, idx, -1).amax(1)
     k = min(int((last - first).max()) + 1, n_low)
-    group = torch.clamp(first, max=n_low - k)  # window start of each output (monotone)
-    n_g = n_low - k + 1
-    lengths = torch.bincount(group, minlength=n_g)
+    window_of = torch.clamp(first, max=n_low - k)  # window start of each output (monotone)
+    per_window = torch.bincount(window_of, minlength=n_low - k + 1)
+    # block length: the most common non-empty window size (interior windows)
+    n_l = int(torch.mode(per_window[per_window > 0]).values) if out_len else 1
+    n_l = max(n_l, 1)
+    # outputs of a window → blocks of ≤ n_l: block id = (window, rank // n_l)
+    rank = torch.arange(out_len) - (torch.cumsum(per_window, 0) - per_window)[window_of]
+    key = window_of * (out_len + 1) + rank // n_l
+    _, group, lengths = torch.unique_consecutive(key, return_inverse=True, return_counts=True)
     starts = torch.cumsum(lengths, 0) - lengths
-    n_l = max(int(lengths.max()), 1)
-    out_idx = torch.clamp(starts[:, None] + torch.arange(n_l), max=out_len - 1)  # (G, L)
-    valid = torch.arange(n_l)[None] < lengths[:, None]
-    window = torch.arange(n_g)[:, None] + torch.arange(k)  # (G, K)
+    win = window_of[starts]
+    out_idx = torch.clamp(starts[:, None] + torch.arange(n_l), max=max(out_len - 1, 0))
+    valid = torch.arange(n_l)[None] < lengths[:, None]  # (G, L)
+    window = win[:, None] + torch.arange(k)  # (G, K)
     w = a[out_idx[:, :, None], window[:, None, :]]  # (G, L, K); 0 outside the support
     w = torch.where(valid[:, :, None], w, 0.0)
-    return _Axis(starts, lengths, w.float(), valid, group)
+    pad = torch.where(valid, 0.0, float("-inf"))
+    return _Axis(win, starts, lengths, w.float(), valid, pad, group)
 
 
 class MaskUpsampler:
@@ -143,11 +158,13 @@ class MaskUpsampler:
         if dense:
             return _Dense(self, low, th)
         r, c = self.rows, self.cols
+        # window extrema, then per block (a window's blocks share its extrema)
         lo = _sliding(_sliding(low, r.k, 1, torch.minimum), c.k, 2, torch.minimum)
         hi = _sliding(_sliding(low, r.k, 1, torch.maximum), c.k, 2, torch.maximum)
-        used = (r.lengths[:, None] > 0) & (c.lengths[None, :] > 0)
-        mixed = (lo <= max(th)) & (hi > min(th)) & used
-        if int(mixed.sum()) > DENSE_FRACTION * low.shape[0] * int(used.sum()):
+        lo = lo.index_select(1, r.win).index_select(2, c.win)
+        hi = hi.index_select(1, r.win).index_select(2, c.win)
+        mixed = (lo <= max(th)) & (hi > min(th))
+        if int(mixed.sum()) > DENSE_FRACTION * mixed.numel():
             return _Dense(self, low, th)
         return _Blocks(self, low, th, lo > max(th), mixed)
 
@@ -188,6 +205,11 @@ class Thresholded:
         """(k, H, W) bool masks for the masks ``which`` (indices; all when None)."""
         raise NotImplementedError
 
+    def boxes(self, which: torch.Tensor | None = None) -> torch.Tensor:
+        """(k, 4) int64 inclusive boxes (row_min, col_min, row_max, col_max) of the
+        masks ``which`` (all when None), zeros for empty masks."""
+        return mask_boxes(self.masks(which))
+
 
 class _Blocks(Thresholded):
     """Blocks above every threshold are "up"; blocks that straddle any threshold get
@@ -204,15 +226,63 @@ class _Blocks(Thresholded):
         r, c = up.rows, up.cols
         self.rows, self.cols, self.mask_threshold, self.above = r, c, th[-1], above
         self.m, self.g, self.h = torch.nonzero(mixed, as_tuple=True)
-        window = low.unfold(1, r.k, 1).unfold(2, c.k, 1)[self.m, self.g, self.h]  # (B, K, K)
-        self.values = r.weights[self.g] @ window @ c.weights[self.h].transpose(1, 2)
-        self.valid = r.valid[self.g][:, :, None] & c.valid[self.h][:, None, :]  # (B, L, L)
+        windows = low.unfold(1, r.k, 1).unfold(2, c.k, 1)
+        window = windows[self.m, r.win[self.g], c.win[self.h]]  # (B, K, K)
+        # wr @ window @ wcᵀ for (B, L, K) × (B, K, K) × (B, K, L), as broadcast
+        # multiply-adds (faster than batched products of such tiny matrices); outputs
+        # beyond a block get -inf (the axes' pad), so they pass no threshold
+        wr, wc = r.weights[self.g], c.weights[self.h]
+        rows = wr[:, :, 0, None] * window[:, None, 0, :]
+        for k in range(1, r.k):
+            rows = rows + wr[:, :, k, None] * window[:, None, k, :]  # (B, L, K)
+        values = r.pad[self.g][:, :, None] + c.pad[self.h][:, None, :]
+        for k in range(c.k):
+            values = values + rows[:, :, None, k] * wc[:, None, :, k]
+        self.values = values  # (B, L, L)
         sizes = r.lengths[:, None] * c.lengths[None, :]  # (Gr, Gc)
-        base = (above * sizes).sum((1, 2))  # (M,)
+        base = (self.above * sizes).sum((1, 2))  # (M,)
         counts = base[:, None].repeat(1, len(th) - 1)
         for i, t in enumerate(th[:-1]):
-            counts[:, i].index_add_(0, self.m, ((self.values > t) & self.valid).sum((1, 2)))
+            counts[:, i].index_add_(0, self.m, (values > t).sum((1, 2)))
         self.counts = counts.int()
+        self._hits: tuple[torch.Tensor, ...] | None = None
+
+    def _mask_hits(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pixels of straddling blocks above the mask threshold: (mask, row, col)."""
+        if self._hits is None:
+            b, li, lj = torch.nonzero(self.values > self.mask_threshold, as_tuple=True)
+            rows = self.rows.starts[self.g[b]] + li
+            cols = self.cols.starts[self.h[b]] + lj
+            self._hits = (self.m[b], rows, cols)
+        return self._hits
+
+    def boxes(self, which: torch.Tensor | None = None) -> torch.Tensor:
+        """Boxes from the blocks, without building the masks (see the base class)."""
+        r, c = self.rows, self.cols
+        dev = self.above.device
+        big = 1 << 30
+        gr = torch.arange(self.above.shape[1], device=dev)
+        gc = torch.arange(self.above.shape[2], device=dev)
+        any_r, any_c = self.above.any(2), self.above.any(1)  # (M, Gr), (M, Gc)
+        first_r = r.starts[torch.where(any_r, gr, big).amin(1).clamp(max=len(gr) - 1)]
+        last_gr = torch.where(any_r, gr, -1).amax(1).clamp(min=0)
+        last_r = r.starts[last_gr] + r.lengths[last_gr] - 1
+        first_c = c.starts[torch.where(any_c, gc, big).amin(1).clamp(max=len(gc) - 1)]
+        last_gc = torch.where(any_c, gc, -1).amax(1).clamp(min=0)
+        last_c = c.starts[last_gc] + c.lengths[last_gc] - 1
+        has = any_r.any(1)
+        lo_r = torch.where(has, first_r, big)
+        lo_c = torch.where(has, first_c, big)
+        hi_r = torch.where(has, last_r, -1)
+        hi_c = torch.where(has, last_c, -1)
+        m, rows, cols = self._mask_hits()
+        lo_r = lo_r.scatter_reduce(0, m, rows, "amin")
+        lo_c = lo_c.scatter_reduce(0, m, cols, "amin")
+        hi_r = hi_r.scatter_reduce(0, m, rows, "amax")
+        hi_c = hi_c.scatter_reduce(0, m, cols, "amax")
+        out = torch.stack([lo_r, lo_c, hi_r, hi_c], dim=1)
+        out[hi_r < 0] = 0
+        return out if which is None else out[which.to(dev).long()]
 
     def masks(self, which: torch.Tensor | None = None) -> torch.Tensor:
         n, dev = self.above.shape[0], self.above.device
@@ -222,13 +292,10 @@ class _Blocks(Thresholded):
         # blocks → pixels: columns on the small array first, then whole rows
         out = self.above.index_select(0, which).index_select(2, self.cols.group)
         out = out.index_select(1, self.rows.group)  # (k, H, W), a fresh tensor
-        sel = torch.nonzero(pos[self.m] >= 0).flatten()
-        hit = (self.values[sel] > self.mask_threshold) & self.valid[sel]
-        b, li, lj = torch.nonzero(hit, as_tuple=True)
-        blk = sel[b]
-        rows = self.rows.starts[self.g[blk]] + li
-        cols = self.cols.starts[self.h[blk]] + lj
-        out[pos[self.m[blk]], rows, cols] = True
+        m, rows, cols = self._mask_hits()
+        k = pos[m]
+        sel = k >= 0
+        out[k[sel], rows[sel], cols[sel]] = True
         return out
 
 
