@@ -11,6 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from napari_sam.engine.amg import AutomaticMaskGenerator
+from napari_sam.engine.amg_masks import mask_boxes
 from napari_sam.engine.mask_upsample import MaskUpsampler, _Blocks, _Dense, upsample_chunk
 from napari_sam.engine.predictor import Predictor
 from napari_sam.engine.transforms import resized_shape
@@ -63,6 +64,28 @@ def test_blocks_equal_dense_resize(n_low, n_img, shape):
     assert masks.shape == (4, *shape) and masks.dtype == torch.bool
     assert (masks != mask).sum() <= tol
     assert 0 < int(mask.sum()) < mask.numel()  # the case is not trivial
+
+
+@pytest.mark.parametrize(("n_low", "n_img", "shape"), GEOMETRIES[:5])
+def test_block_boxes_and_crops_equal_those_of_the_masks(n_low, n_img, shape):
+    """Boxes and box-sized crops straight from the blocks (what AMG uses) equal the
+    boxes and crops of the full-size masks of the same result; an empty mask gets the
+    zero box and a 1 × 1 crop."""
+    low = blob_logits(5, n_low, seed=7 + n_low)
+    low[2] = -20.0  # empty
+    up = MaskUpsampler((n_low, n_low), n_img, resized_shape(*shape, n_img), shape)
+    res = up.threshold(low, (1.0, -1.0), 0.0)
+    assert isinstance(res, _Blocks)
+    which = torch.tensor([4, 2, 0, 1])
+    masks = res.masks(which)
+    boxes = res.boxes(which)
+    assert torch.equal(boxes, mask_boxes(masks))
+    assert boxes[1].tolist() == [0, 0, 0, 0]
+    crops = res.crops(which, boxes.numpy())
+    for m, crop, (r0, c0, r1, c1) in zip(masks.numpy(), crops, boxes.tolist(), strict=True):
+        np.testing.assert_array_equal(crop, m[r0 : r1 + 1, c0 : c1 + 1])
+    assert crops[1].shape == (1, 1) and not crops[1].any()
+    assert sum(bool(c.any()) for c in crops) >= 2  # the case is not trivial
 
 
 def test_subset_of_masks_in_order():

@@ -29,9 +29,9 @@ from torchvision.ops import batched_nms, box_area
 from .amg_masks import (
     CompactMask,
     clean_small_regions,
-    compact_from_dense,
     crop_boxes,
     near_crop_edge,
+    place_crops,
 )
 from .amg_result import (
     PAINT_ORDERS,
@@ -312,13 +312,14 @@ class AutomaticMaskGenerator:
         out: list[CompactMask] = []
         ious_h = ious.float().cpu().numpy()
         offset = torch.tensor(crop[:2] * 2, device=low.device)
-        for s, stab, idx, masks, boxes in self._threshold(low, emb):
+        for s, stab, idx, res, boxes in self._threshold(low, emb):
             inside = ~near_crop_edge(boxes + offset, crop, shape)
             if not bool(inside.all()):
-                idx, masks, boxes = idx[inside], masks[inside], boxes[inside]
+                idx, boxes = idx[inside], boxes[inside]
             stab_h = stab[idx].cpu().numpy()
             rows = (s + idx).tolist()
-            compact = compact_from_dense(masks.cpu().numpy(), boxes.cpu().numpy(), crop[:2])
+            boxes_h = boxes.cpu().numpy()
+            compact = place_crops(res.crops(idx, boxes_h), boxes_h, crop[:2])
             for j, st, (m, box) in zip(rows, stab_h, compact, strict=True):
                 point = (float(points[j, 0]), float(points[j, 1]))
                 out.append(CompactMask(m, box, float(ious_h[j]), float(st), point, crop))
@@ -326,8 +327,9 @@ class AutomaticMaskGenerator:
 
     def _threshold(self, low: torch.Tensor, emb: Embedding) -> Generator[tuple, None, None]:
         """Low-res logits (n, 4h, 4w) in chunks → (chunk start, stability (k,), indices
-        (j,) in the chunk passing the stability filter, their masks (j, H, W) bool,
-        boxes (j, 4))."""
+        (j,) in the chunk passing the stability filter, the chunk's
+        :class:`~napari_sam.engine.mask_upsample.Thresholded` (their masks, built only
+        as box-sized crops), their boxes (j, 4))."""
         sam = self.model.sam
         thr, off = sam.mask_threshold, self.stability_score_offset
         up = self._upsamplers.get(low.shape[-2:], emb.input_size, emb.original_size)
@@ -342,7 +344,7 @@ class AutomaticMaskGenerator:
             if self.stability_score_thresh > 0:
                 idx = idx[stab >= self.stability_score_thresh]
             if len(idx):
-                yield s, stab, idx, res.masks(idx), res.boxes(idx)
+                yield s, stab, idx, res, res.boxes(idx)
 
     @staticmethod
     def _nms(masks: list[CompactMask], thresh: float, scores: list[float]) -> list[CompactMask]:

@@ -146,16 +146,16 @@ def near_crop_edge(
     return (near_crop & ~near_img).any(dim=1)
 
 
-def compact_from_dense(
-    masks: np.ndarray, boxes: np.ndarray, offset: tuple[int, int]
+def place_crops(
+    crops: list[np.ndarray], boxes: np.ndarray, offset: tuple[int, int]
 ) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
-    """Crop each (H, W) mask of ``masks`` (k, H, W) to its box; boxes move by ``offset``
-    (crop origin) into image coordinates. Returns [(crop view, image box)]."""
+    """Box-sized crops of masks and their (k, 4) boxes in crop coordinates → [(crop,
+    image box)], boxes moved by ``offset`` (crop origin); an empty mask becomes a 1 × 1
+    False crop at the offset (the official (0, 0, 0, 0) box, moved like any other)."""
     out = []
     dr, dc = offset
-    for m, (r0, c0, r1, c1) in zip(masks, boxes.tolist(), strict=True):
-        crop = m[r0 : r1 + 1, c0 : c1 + 1]
-        if not crop.any():  # empty: official box (0, 0, 0, 0), moved like any other
+    for crop, (r0, c0, r1, c1) in zip(crops, boxes.tolist(), strict=True):
+        if not crop.any():
             out.append((np.zeros((1, 1), bool), (dr, dc, dr, dc)))
         else:
             out.append((crop, (r0 + dr, c0 + dc, r1 + dr, c1 + dc)))

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -210,6 +211,15 @@ class Thresholded:
         masks ``which`` (all when None), zeros for empty masks."""
         return mask_boxes(self.masks(which))
 
+    def crops(self, which: torch.Tensor, boxes: np.ndarray) -> list[np.ndarray]:
+        """Box-sized bool crops (numpy) of the masks ``which``; ``boxes`` (k, 4) are
+        theirs (from :meth:`boxes`)."""
+        masks = self.masks(which).cpu().numpy()
+        return [
+            m[r0 : r1 + 1, c0 : c1 + 1]
+            for m, (r0, c0, r1, c1) in zip(masks, boxes.tolist(), strict=True)
+        ]
+
 
 class _Blocks(Thresholded):
     """Blocks above every threshold are "up"; blocks that straddle any threshold get
@@ -283,6 +293,23 @@ class _Blocks(Thresholded):
         out = torch.stack([lo_r, lo_c, hi_r, hi_c], dim=1)
         out[hi_r < 0] = 0
         return out if which is None else out[which.to(dev).long()]
+
+    def crops(self, which: torch.Tensor, boxes: np.ndarray) -> list[np.ndarray]:
+        """Each crop straight from the blocks: the "up" blocks expanded over the box
+        only, then the mask's interpolated pixels (no full-size array)."""
+        above = self.above.cpu().numpy()
+        rg, cg = self.rows.group.cpu().numpy(), self.cols.group.cpu().numpy()
+        m, rows, cols = (t.cpu().numpy() for t in self._mask_hits())
+        which = which.cpu().numpy()
+        # hits come in mask order (nonzero over (mask, block), then over each block)
+        first = np.searchsorted(m, which, "left")
+        end = np.searchsorted(m, which, "right")
+        out = []
+        for j, (r0, c0, r1, c1), a, b in zip(which, boxes.tolist(), first, end, strict=True):
+            crop = above[j][rg[r0 : r1 + 1]][:, cg[c0 : c1 + 1]]
+            crop[rows[a:b] - r0, cols[a:b] - c0] = True
+            out.append(crop)
+        return out
 
     def masks(self, which: torch.Tensor | None = None) -> torch.Tensor:
         n, dev = self.above.shape[0], self.above.device
