@@ -87,3 +87,48 @@ def test_amg_grid_coordinates_use_the_device_dtype(monkeypatch):
     amg = amg_mod.AutomaticMaskGenerator(model, points_per_side=4)
     amg.generate(np.zeros((32, 32), np.uint8))
     assert seen and captured and set(captured) == {torch.float32}
+
+
+_FAULTS = """
+import resource, sys, torch
+from napari_sam.engine.device import tune_cpu_allocator
+tuned = tune_cpu_allocator()
+def run():
+    for _ in range(10):
+        a = torch.ones(10 * 2**20)  # 40 MB, like vit_b's MLP activations (50 MB)
+        b = a + 1
+        del a, b
+run()  # warm: the first round faults in any case
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+run()
+print(tuned, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(
+    not __import__("sys").platform.startswith("linux")
+    or __import__("platform").libc_ver()[0] != "glibc",
+    reason="glibc only",
+)
+def test_allocator_tuning_stops_page_faults_on_reused_activations():
+    """With the tuning, freed 40 MB activations are reused instead of being returned
+    to the kernel and faulted in again (glibc's own adaptive threshold stops at 32 MB);
+    NAPARI_SAM_MALLOC_TUNING=0 leaves glibc alone."""
+    import os
+    import subprocess
+    import sys
+
+    def faults(env_value: str) -> tuple[str, int]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        env["NAPARI_SAM_MALLOC_TUNING"] = env_value
+        out = subprocess.run(
+            [sys.executable, "-c", _FAULTS], env=env, capture_output=True, text=True, check=True
+        ).stdout.split()
+        return out[0], int(out[1])
+
+    tuned, n_tuned = faults("1")
+    plain, n_plain = faults("0")
+    assert (tuned, plain) == ("True", "False")
+    # 10 × 2 × 40 MB = 800 MB of fresh pages without it (~200 000 faults)
+    assert n_plain > 100_000
+    assert n_tuned < n_plain / 20

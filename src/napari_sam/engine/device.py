@@ -9,7 +9,10 @@ cheap and the mask threshold is sensitive.
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import os
+import platform
 import sys
 from pathlib import Path
 
@@ -79,3 +82,41 @@ def coordinate_dtype(device: torch.device) -> torch.dtype:
     mask generator passes its grid points in float64, and parity needs the same
     rounding), float32 on MPS, which has no float64."""
     return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 64 * 2**20
+TRIM_THRESHOLD = 256 * 2**20
+
+
+@functools.cache
+def tune_cpu_allocator() -> bool:
+    """Let glibc keep freed blocks of up to 64 MB for reuse (once per process).
+
+    By default glibc returns large freed blocks to the kernel (blocks above its
+    mmap threshold, which adapts up to 32 MB, and the heap top above twice that), so
+    every fresh activation of a few MB is paid again in page faults — on a CPU the
+    encoder's and the mask decoder's per-call activations (4–50 MB) spent up to a
+    third of their time faulting pages in (docs/benchmarks.md). With an mmap threshold
+    of 64 MB and a trim threshold of 256 MB they are reused; the cost is that up to
+    256 MB of freed memory may stay with the process. The same setting as
+    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` in the environment.
+
+    Applied by :func:`~napari_sam.engine.loader.load_model` for CPU models. Does nothing
+    (returns False) outside Linux / glibc, when ``NAPARI_SAM_MALLOC_TUNING=0`` is set,
+    or when the user set glibc's own ``MALLOC_MMAP_THRESHOLD_`` (their choice wins).
+    """
+    if os.environ.get("NAPARI_SAM_MALLOC_TUNING", "1") == "0":
+        return False
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        return False
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    ok = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+    return bool(ok and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)

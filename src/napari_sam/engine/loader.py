@@ -13,7 +13,7 @@ from ..model.build import CONFIGS, SamConfig
 from ..model.checkpoint import load_sam_checkpoint
 from ..model.common import set_attention_impl
 from ..model.sam import Sam
-from .device import resolve_device, resolve_precision
+from .device import resolve_device, resolve_precision, tune_cpu_allocator
 
 
 @dataclass
@@ -88,9 +88,14 @@ def wrap_model(
     prompt encoder and mask decoder stay float32.
     Predictors of a model loaded with ``precision="fp32"`` (``exact``) decode with the
     official mask decoder; otherwise with the folded one (see :class:`Predictor`).
+    On a CPU, glibc is told to keep freed activations for reuse
+    (:func:`~napari_sam.engine.device.tune_cpu_allocator`; ``NAPARI_SAM_MALLOC_TUNING=0``
+    turns that off).
     """
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
+    if dev.type == "cpu":
+        tune_cpu_allocator()  # reuse freed activations instead of faulting pages in
     sam = sam.to(dev).eval()
     model = SamModel(
         sam=sam, config=config, name=name, device=dev, precision=prec, exact=precision == "fp32"
