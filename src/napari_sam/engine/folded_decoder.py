@@ -306,11 +306,16 @@ def _token_to_image(
     b, _, n, d = qh.shape
     wk = _w_heads(attn.k_proj.weight, heads)  # (H, d, C)
     qk = torch.einsum("bhnd,hdc->bhnc", qh / math.sqrt(d), wk).reshape(b, heads * n, -1)
-    # scores (B, HW, H*N), image tokens first: only the few token rows get transposed
-    # (a transposed kp costs a copy of it in bf16); the key bias cancels in the softmax
-    scores = kp @ qk.transpose(1, 2)
-    # softmax over the last axis of the transposed view: ~10× faster than over dim 1
-    ctx = scores.transpose(1, 2).softmax(dim=-1) @ keys  # (B, H*N, C)
+    # the key bias cancels in the softmax, which runs over the image tokens as the
+    # last axis (~10× faster than over dim 1)
+    if kp.dtype == torch.float32:
+        # scores (B, H*N, HW) straight away: fp32 BLAS reads kp transposed in place
+        weights = (qk @ kp.transpose(1, 2)).softmax(dim=-1)
+    else:
+        # bf16 would copy a transposed kp: scores with the image tokens first, then only
+        # the few token rows are transposed
+        weights = (kp @ qk.transpose(1, 2)).transpose(1, 2).softmax(dim=-1)
+    ctx = weights @ keys  # (B, H*N, C)
     wv = _w_heads(attn.v_proj.weight, heads)
     vh = torch.einsum("bhnc,hdc->bhnd", ctx.reshape(b, heads, n, -1), wv)
     vh = vh + attn.v_proj.bias.reshape(1, heads, 1, d)
