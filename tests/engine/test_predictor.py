@@ -152,6 +152,42 @@ def test_best_only_returns_the_best_scored_mask(pred):
     np.testing.assert_array_equal(best.logits[0], full.logits[full.best])
 
 
+def test_best_only_on_the_folded_decoder_decodes_the_best_output_only(pred, tiny_model):
+    """Fast path: best_only picks the output from the IoU predictions first and decodes
+    only its mask — same mask, score and logits as decoding all three; in a batch whose
+    prompts have different best outputs each gets its own."""
+    fast = Predictor(tiny_model, fast_decoder=True)
+    fast.set_embedding(pred.embedding)
+    q = dict(points=[[20.0, 30.0]], labels=[1])
+    full, best = fast.predict(**q), fast.predict(**q, best_only=True)
+    assert best.masks.shape == (1, *full.masks.shape[1:])
+    np.testing.assert_array_equal(best.masks[0], full.masks[full.best])
+    assert best.scores[0] == full.scores[full.best]
+    # one mask token instead of three through the same products: equal to rounding
+    np.testing.assert_allclose(best.logits[0], full.logits[full.best], atol=1e-5, rtol=1e-5)
+    # a batch straight through the folded decoder: B prompts, their own best outputs
+    # (the random IoU head prefers one output everywhere: let its weights decide)
+    sam = tiny_model.sam
+    last = sam.mask_decoder.iou_prediction_head.layers[-1]
+    with torch.no_grad():
+        last.bias.zero_()
+        last.weight.mul_(50.0)
+    rng = np.random.default_rng(0)
+    xy = torch.as_tensor(rng.uniform(0, sam.image_size, (12, 1, 2)), dtype=torch.float32)
+    with torch.inference_mode():
+        sparse, _ = sam.prompt_encoder(
+            points=(xy, torch.ones(12, 1, dtype=torch.int)), boxes=None, masks=None
+        )
+    emb = fast.embedding
+    low_all, iou_all = fast._decode_folded(emb, sparse, multimask=True)
+    low, iou = fast._decode_folded(emb, sparse, multimask=True, best_only=True)
+    k = iou_all.argmax(1)
+    assert len(k.unique()) > 1, "the case should mix best outputs"
+    rows = torch.arange(12)
+    torch.testing.assert_close(iou[:, 0], iou_all[rows, k])
+    torch.testing.assert_close(low[:, 0], low_all[rows, k], atol=1e-5, rtol=1e-5)
+
+
 def test_folded_decoder_agrees_with_the_official_order(pred, tiny_model):
     """fast_decoder on / off on the same embedding: logits equal to float rounding, for
     points, boxes and a batch; a mask_input always takes the official decoder."""

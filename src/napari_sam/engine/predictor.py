@@ -226,7 +226,8 @@ class Predictor:
             masks_in = masks_in[:, None]
         sparse, dense = sam.prompt_encoder(points=pts, boxes=boxes, masks=masks_in)
         if masks_in is None and self.fast_decoder:
-            low_res, iou = self._decode_folded(emb, sparse, multimask)
+            low_res, iou = self._decode_folded(emb, sparse, multimask, best_only)
+            best_only = False  # done: only the best outputs were decoded
         else:
             low_res, iou = sam.mask_decoder(
                 image_embeddings=emb.features,
@@ -254,10 +255,12 @@ class Predictor:
         )
 
     def _decode_folded(
-        self, emb: Embedding, sparse: torch.Tensor, multimask: bool
+        self, emb: Embedding, sparse: torch.Tensor, multimask: bool, best_only: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """sparse (B, N, C) → low-res logits (B, M, 4h, 4w) and IoU (B, M) without a mask
-        input; the image context is computed once per embedding."""
+        input; the image context is computed once per embedding. ``best_only``: M = 1,
+        the output with the highest predicted IoU — chosen before the masks are decoded,
+        so only its mask token goes through the final attention and the upscaling."""
         sam = self.model.sam
         if self._folded_decoder is None:
             self._folded_decoder = FoldedDecoder(
@@ -271,7 +274,20 @@ class Predictor:
             self._context = fd.context(emb.features, self.model.dense_pe)
         which = slice(1, None) if multimask else slice(0, 1)
         decoded = fd.tokens(self._context, sparse)
-        return fd.masks(self._context, decoded, which), decoded.iou[:, which]
+        iou = decoded.iou[:, which]
+        if not best_only:
+            return fd.masks(self._context, decoded, which), iou
+        best = iou.argmax(dim=1)  # (B,) index into the outputs of `which`
+        first = which.start
+        low = None
+        for k in best.unique().tolist():  # one decode per distinct best output
+            rows = torch.nonzero(best == k)[:, 0]
+            sel = None if len(rows) == len(best) else rows  # all: views, no gather
+            part = fd.masks(self._context, decoded, slice(first + k, first + k + 1), sel)
+            if low is None:
+                low = part.new_empty((len(best), *part.shape[1:]))
+            low[rows] = part
+        return low, iou.gather(1, best[:, None])
 
 
 def upscale_masks(
