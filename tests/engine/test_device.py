@@ -31,12 +31,23 @@ def test_precision_auto_follows_cpu_bf16(monkeypatch):
     monkeypatch.setattr(dev_mod, "cpu_has_native_bf16", lambda: False)
     assert resolve_precision("auto", cpu) == "fp32"
     assert resolve_precision("fp32", cpu) == "fp32"
-    assert resolve_precision("bf16", cpu) == "bf16"
+    with pytest.warns(UserWarning, match="emulated"):  # still honoured, but said
+        assert resolve_precision("bf16", cpu) == "bf16"
     assert resolve_precision("auto", torch.device("mps")) == "fp32"
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp16", cpu)
 
 
+def test_bf16_on_a_native_bf16_cpu_does_not_warn(monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(dev_mod, "cpu_has_native_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+
+
+@pytest.mark.filterwarnings("ignore:precision 'bf16' on a CPU")
 def test_bf16_model_gives_float32_embeddings(tiny_model):
     from napari_sam.engine.loader import wrap_model
     from napari_sam.engine.predictor import Predictor
