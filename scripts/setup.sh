@@ -26,6 +26,11 @@ fi
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # torch first, pinned to the builds we test with (CPU use needs nothing else)
 "${PIP[@]}" "torch==2.14.1" "torchvision==0.29.1"
+# one Qt binding: venvs made before the move to PyQt6 still hold PyQt5, which qtpy
+# would pick first
+if .venv/bin/python -c "import PyQt5" 2>/dev/null; then
+  .venv/bin/python -m pip uninstall -y -q pyqt5 pyqt5-qt5 pyqt5-sip
+fi
 if [ "$EXTRA" = "testing" ]; then
   "${PIP[@]}" -e ".[testing]"
 else
