@@ -18,7 +18,8 @@ from napari_sam.engine.propagate import propagate
 from napari_sam.synthetic import nuclei_3d
 from napari_sam.training.evaluate import ious_3d, seed_slices
 
-# held out: the demo model is trained on 2D images only (data seed 1)
+# held out: the demo model's training volumes (stages 6-7) use other seeds
+# (benchmarks/demo_train_data.py, SeedSequence(6) / (7))
 CASES = {
     "anisotropic": ((24, 128, 128), 2.5, 31_000),
     "isotropic": ((48, 128, 128), 1.0, 32_000),
