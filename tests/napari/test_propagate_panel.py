@@ -57,7 +57,7 @@ def wait_done(qtbot, panel):
 
 def test_panel_is_part_of_the_widget(sam_widget):
     panel = sam_widget.propagate_panel
-    assert panel.mode_combo.currentText() == "points"
+    assert panel.mode_combo.currentText() == "mask+points"
     assert not panel.cancel_button.isEnabled()
 
 

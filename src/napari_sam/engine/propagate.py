@@ -53,7 +53,7 @@ from .predictor import Embedding, Predictor
 from .progress import Progress, run_to_end
 from .propagate_prompts import build_prompts, parse_mode
 
-DEFAULT_MODE = "points"  # chosen by benchmarks/propagate_eval.py (docs/propagation.md)
+DEFAULT_MODE = "mask+points"  # chosen by benchmarks/propagate_eval.py (docs/propagation.md)
 ALL_OBJECTS = 0  # key of ``stop_slices`` that applies to every object
 
 
