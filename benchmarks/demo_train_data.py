@@ -1,15 +1,15 @@
-"""Training data of the demo model's stage 6: 2D images plus z-slices of 3D volumes.
+"""Training data of the demo model's stages 6 and 7: 2D images plus z-slices of 3D volumes.
 
     python benchmarks/demo_train_data.py OUT_DIR       # writes OUT_DIR/images, OUT_DIR/labels
 
-700 2D pairs from ``random_synthetic_pairs(700, seed=6)`` and 10 synthetic 3D volumes
+Stage 6 (defaults): 700 2D pairs from ``random_synthetic_pairs(700, seed=6)`` and 10 3D volumes
 (:func:`napari_sam.synthetic.nuclei_3d`) with random acquisition settings — z step 1–3
 (anisotropy), radius, overlap, z / xy blur, photons, noise, uint8 / uint16 — as ``.npy``
 files; ``napari-sam train --images OUT_DIR/images --labels OUT_DIR/labels`` uses every
 z-slice that has a nucleus (302 slices), so the model also sees the dim, blurred end
 caps of nuclei cut along z. Seeds derive from ``SeedSequence(6)``: none of the held-out
 volumes (31000+, 32000+) or images (20251125, 40000+) of the benchmarks and tests.
-See docs/demo_model.md.
+Stage 7: ``--seed 7 --images-2d 900 --volumes 4`` (122 z-slices). See docs/demo_model.md.
 """
 
 from __future__ import annotations
