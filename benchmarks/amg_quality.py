@@ -53,8 +53,13 @@ def image_counts(amg, seed: int) -> np.ndarray:
     return np.array(object_f1(amg.generate(image).labels, truth))
 
 
+def f1_value(c: np.ndarray) -> float:
+    """F1 from (tp, #pred, #true) counts."""
+    return 2 * c[0] / max(c[1] + c[2], 1)
+
+
 def f1(c: np.ndarray) -> str:
-    return f"{2 * c[0] / max(c[1] + c[2], 1):.3f} ({c[0]}/{c[1]}/{c[2]})"
+    return f"{f1_value(c):.3f} ({c[0]}/{c[1]}/{c[2]})"
 
 
 def main() -> None:
@@ -89,9 +94,7 @@ def main() -> None:
     )
     print(f"| validation 2D images ({IMAGES.start}–{IMAGES.stop - 1}), pooled | {f1(im)} | – |")
     print(f"| README sample (seed {SAMPLE}) | {f1(sample)} | – |")
-    per = ", ".join(
-        f"{2 * a[0] / (a[1] + a[2]):.2f}/{2 * b[0] / (b[1] + b[2]):.2f}" for a, b in per_volume
-    )
+    per = ", ".join(f"{f1_value(a):.2f}/{f1_value(b):.2f}" for a, b in per_volume)
     print(f"\nper validation volume (2D/3D): {per}")
 
 

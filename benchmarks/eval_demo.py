@@ -41,15 +41,17 @@ def _rgb(img: np.ndarray) -> np.ndarray:
     return to_uint8_rgb(img).astype(np.float32)
 
 
-def _overlay(rgb: np.ndarray, masks: list[np.ndarray], alpha: float = 0.45) -> np.ndarray:
-    """Tint each mask with its own colour and draw its outline."""
+def _overlay(
+    rgb: np.ndarray, masks: list[np.ndarray], alpha: float = 0.45, edge_width: int = 2
+) -> np.ndarray:
+    """Tint mask i with palette colour i and draw its outline (``edge_width`` px)."""
     from scipy import ndimage as ndi
 
     out = rgb.copy()
     for i, m in enumerate(masks):
         colour = np.array(PALETTE[i % len(PALETTE)], np.float32)
         out[m] = (1 - alpha) * out[m] + alpha * colour
-        edge = m & ~ndi.binary_erosion(m, iterations=2)
+        edge = m & ~ndi.binary_erosion(m, iterations=edge_width)
         out[edge] = colour
     return out
 

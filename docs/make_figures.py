@@ -23,36 +23,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage as ndi
+from skimage.segmentation import find_boundaries
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "images"
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.eval_demo import PALETTE, _rgb, _save_panels  # noqa: E402
+from benchmarks.eval_demo import _overlay, _rgb, _save_panels  # noqa: E402
 
 
 def tint(rgb: np.ndarray, labels: np.ndarray, ids: list[int], alpha: float = 0.45) -> np.ndarray:
     """Each id of ``ids`` in its own palette colour (the colour follows the id's position
-    in ``ids``, so an object keeps its colour on every slice), with an outline."""
-    out = rgb.copy()
-    for i, obj in enumerate(ids):
-        m = labels == obj
-        if not m.any():
-            continue
-        colour = np.array(PALETTE[i % len(PALETTE)], np.float32)
-        out[m] = (1 - alpha) * out[m] + alpha * colour
-        out[m & ~ndi.binary_erosion(m)] = colour
-    return out
+    in ``ids``, so an object keeps its colour on every slice), with a 1-px outline."""
+    return _overlay(rgb, [labels == obj for obj in ids], alpha, edge_width=1)
 
 
 def outline(rgb: np.ndarray, labels: np.ndarray, colour=(255, 255, 255)) -> np.ndarray:
+    """The objects' inner boundaries drawn in ``colour``."""
     out = rgb.copy()
-    edge = np.zeros(labels.shape, bool)
-    for obj in np.unique(labels[labels > 0]):
-        m = labels == obj
-        edge |= m & ~ndi.binary_erosion(m)
-    out[edge] = colour
+    out[find_boundaries(labels, mode="inner")] = colour
     return out
 
 
