@@ -131,7 +131,7 @@ def test_changed_slice_is_refused_or_recomputed(tmp_path, model):
         store.get(2)
     assert store.get(1) is not None
     assert list(store.precompute())[-1] == (6, 6, "6 of 6 slices already complete")  # markers only
-    lenient = EmbeddingStore.open(tmp_path / "s.zarr", model, image=img, on_mismatch="recompute")
+    lenient = EmbeddingStore.open(tmp_path / "s.zarr", model, image=img, on_mismatch="overwrite")
     assert lenient.get(2) is None
     steps = list(lenient.precompute(verify=True))
     assert [s.done for s in steps] == [5, 6]  # only slice 2 recomputed
@@ -163,7 +163,7 @@ def test_other_model_precision_normalisation_or_image_is_never_reused(
     with pytest.raises(StoreMismatchError, match=match):
         EmbeddingStore.open(tmp_path / "s.zarr", other, **kw)
     assert EmbeddingStore.open(tmp_path / "s.zarr", model, image=volume()).missing() == []
-    fresh = EmbeddingStore.open(tmp_path / "s.zarr", other, on_mismatch="recompute", **kw)
+    fresh = EmbeddingStore.open(tmp_path / "s.zarr", other, on_mismatch="overwrite", **kw)
     assert len(fresh.missing()) == fresh.layout.n_slices  # emptied, made for the new signature
     assert not list(tmp_path.glob("s.zarr.deleting-*"))
 
@@ -174,7 +174,7 @@ def test_refuses_to_overwrite_what_is_not_a_store(tmp_path, model):
     zarr.open_group(tmp_path / "img.zarr", mode="w").create_array("x", shape=(2,), dtype="u1")
     for name in ("data", "img.zarr"):
         with pytest.raises(StoreError, match="not a napari-sam embedding store"):
-            EmbeddingStore.open(tmp_path / name, model, image=volume(), on_mismatch="recompute")
+            EmbeddingStore.open(tmp_path / name, model, image=volume(), on_mismatch="overwrite")
     assert (tmp_path / "data" / "keep.txt").read_text() == "precious"
     assert "x" in zarr.open_group(tmp_path / "img.zarr", mode="r")
     with pytest.raises(FileNotFoundError, match="does not exist"):

@@ -65,7 +65,7 @@ class SegmentationSession:
                 image=image,
                 layout=layout,
                 normalization=self.normalization,
-                on_mismatch="recompute",
+                on_mismatch="overwrite",
             )
 
     # ------------------------------------------------------------------ embeddings

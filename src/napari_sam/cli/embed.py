@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         normalization=norm,
         dtype=args.store_dtype,
         scheduler=scheduler,
-        on_mismatch="recompute" if args.overwrite else "error",
+        on_mismatch="overwrite" if args.overwrite else "error",
         verify=args.verify,
         source=str(Path(args.image).resolve()),
     )

@@ -137,7 +137,7 @@ class _Embeddings:
 
             try:
                 self.store = EmbeddingStore.open(
-                    store_path, model, image=image, layout=self.layout, on_mismatch="recompute"
+                    store_path, model, image=image, layout=self.layout, on_mismatch="overwrite"
                 )
             except StoreError as err:
                 raise UserError(str(err)) from None

@@ -111,7 +111,7 @@ def _amg_task(
             layout=layout,
             normalization=normalization,
             mode="a",
-            on_mismatch="recompute",
+            on_mismatch="overwrite",
         )
         emb = store.get(idx, data)
     if emb is None:

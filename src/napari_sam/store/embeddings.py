@@ -53,7 +53,7 @@ from .schema import (
 from .slicing import Index, SliceLayout
 
 DEFAULT_DTYPE = "float16"  # measured: docs/cache.md, benchmarks/store_dtype.py
-OnMismatch = Literal["error", "recompute"]
+OnMismatch = Literal["error", "overwrite"]
 
 
 class EmbeddingStore:
@@ -119,11 +119,12 @@ class EmbeddingStore:
         dtype for a new store (default float16); for an existing one, None accepts the
         store's. on_mismatch: a store made with another model / precision / normalisation
         / image geometry, or a slice whose data changed, raises (``"error"``) or is
-        recomputed (``"recompute"``: the store is emptied, a changed slice overwritten).
+        replaced (``"overwrite"`` — only when the user asked for it: the store is emptied,
+        a changed slice recomputed).
         """
         path = Path(path).expanduser()
-        if on_mismatch not in ("error", "recompute"):
-            raise ValueError(f"on_mismatch must be 'error' or 'recompute', got {on_mismatch!r}")
+        if on_mismatch not in ("error", "overwrite"):
+            raise ValueError(f"on_mismatch must be 'error' or 'overwrite', got {on_mismatch!r}")
         if mode not in ("r", "r+", "a"):
             raise ValueError(f"mode must be 'r', 'r+' or 'a', got {mode!r}")
         sig = model if isinstance(model, ModelSignature) else ModelSignature.of(model)
@@ -252,7 +253,7 @@ class EmbeddingStore:
 
     def get(self, index: int | Iterable[int], data: Any = None) -> Embedding | None:
         """The slice's embedding, ready for ``Predictor.set_embedding``; None when it is
-        missing, its chunk is damaged, or (``on_mismatch="recompute"``) its data changed.
+        missing, its chunk is damaged, or (``on_mismatch="overwrite"``) its data changed.
 
         data: the slice as numpy (H, W) / (H, W, 3|4); default: read from the bound image.
         Raises :class:`StaleSliceError` for changed data when ``on_mismatch="error"``.
@@ -265,7 +266,7 @@ class EmbeddingStore:
             if self.on_mismatch == "error":
                 raise StaleSliceError(
                     f"slice {idx} of {self.path} was computed from other image data; "
-                    "recompute it (on_mismatch='recompute')"
+                    "recompute it (on_mismatch='overwrite')"
                 )
             return None
         values = np.asarray(self._emb[idx])
