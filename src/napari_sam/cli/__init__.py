@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "info": ".info",
     "propagate": ".propagate",
     "amg": ".amg",
+    "cache": ".cache",
 }
 
 
