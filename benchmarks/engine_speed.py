@@ -1,6 +1,8 @@
 """Side-by-side speed of our engine vs the official segment-anything package.
 
-Same machine, same run, same (random, seeded) vit_b weights, same 1024² image:
+Same machine, same run, same (random, seeded) weights, same 1024² image. ``--model
+vit_b | vit_l | vit_h`` compares with the official ``segment-anything`` package,
+``--model vit_t`` with the MobileSAM reference package (``mobile_sam``, the test oracle):
 
 * image embedding (``set_image``): official fp32, ours fp32 (exact), ours auto;
 * single-point ``predict`` at slice size;
@@ -8,7 +10,7 @@ Same machine, same run, same (random, seeded) vit_b weights, same 1024² image:
 
 Usage::
 
-    python benchmarks/engine_speed.py [--repeats 3] [--size 1024] [--threads N]
+    python benchmarks/engine_speed.py [--repeats 3] [--size 1024] [--threads N] [--model vit_t]
 
 Prints a Markdown table (paste into docs/benchmarks.md). Timings are min over repeats
 after one warm-up; ratios are what matter, absolute times depend on the machine.
@@ -17,7 +19,6 @@ after one warm-up; ratios are what matter, absolute times depend on the machine.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -28,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from napari_sam.engine.device import cpu_has_native_bf16
+from napari_sam.engine.cpu import cpu_info
 from napari_sam.engine.loader import wrap_model
 from napari_sam.engine.predictor import Predictor
 from napari_sam.model.build import CONFIGS
@@ -82,10 +83,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from segment_anything import SamPredictor
-
     cfg = CONFIGS[args.model]
-    official = build_official(cfg, seed=0)
+    official, SamPredictor = reference(args.model, cfg)
     sam, _ = sam_from_state_dict(official.state_dict(), cfg)
     fp32 = wrap_model(sam, cfg, args.model, "cpu", "fp32")
     sam2, _ = sam_from_state_dict(official.state_dict(), cfg)
@@ -133,8 +132,8 @@ def main() -> None:
 
     print(f"\nmodel {args.model} (random weights), image {args.size}², torch {torch.__version__},")
     print(
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"native bf16: {cpu_has_native_bf16()}, auto = {auto.precision}\n"
+        f"CPU class {cpu_info().describe()}, {torch.get_num_threads()} threads, "
+        f"native bf16: {cpu_info().native_bf16}, auto = {auto.precision}\n"
     )
     print("| step | official fp32 | ours fp32 | ours auto | speed-up fp32 | speed-up auto |")
     print("|---|---|---|---|---|---|")
@@ -145,6 +144,23 @@ def main() -> None:
         f"auto vs our fp32: mean mask IoU {np.mean(ious):.4f}, min {np.min(ious):.4f} "
         f"over {len(ious)} masks (3 images × {len(prompt_set(args.size))} prompts × 3)"
     )
+
+
+def reference(name: str, cfg) -> tuple[torch.nn.Module, type]:
+    """The reference model (random seeded weights) and its predictor class: the official
+    segment-anything for ViT-B/L/H, MobileSAM's package for vit_t."""
+    if name == "vit_t":
+        import mobile_sam
+
+        from oracle import randomise_
+
+        torch.manual_seed(0)
+        ref = mobile_sam.sam_model_registry["vit_t"](checkpoint=None)
+        randomise_(ref, 0)
+        return ref.eval(), mobile_sam.SamPredictor
+    from segment_anything import SamPredictor
+
+    return build_official(cfg, seed=0), SamPredictor
 
 
 def _official_kw(q: dict) -> dict:

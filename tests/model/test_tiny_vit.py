@@ -300,3 +300,42 @@ def test_mobile_sam_parity_vit_t() -> None:
     _assert_same_keys(ours, ref)
     ours.load_state_dict(sd, strict=True)
     _compare_sam(ours, ref, torch.randn(1, 3, 1024, 1024))
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("cfg", [SMALL, SMALL_320], ids=["small", "small_320"])
+def test_fast_path_agrees_with_the_reference(cfg: dict[str, Any]) -> None:
+    """Folded batch norms + channels-last convolutions (outside the exact mode): the
+    reference's output to float rounding; the state dict (names, values) is untouched and
+    switching back gives the reference operation order again."""
+    from napari_sam.model.tiny_vit import set_fast_path
+
+    torch.manual_seed(0)
+    ref = _ref_tiny_vit(cfg)
+    sd = _load_ref(ref, seed=4)
+    ours = TinyViT(**cfg)
+    ours.load_state_dict(sd, strict=True)
+    ours.eval()
+    x = torch.randn(1, 3, cfg["img_size"], cfg["img_size"])
+    with torch.no_grad():
+        exact = ours(x)
+        set_fast_path(ours, True)
+        fast = ours(x)
+        set_fast_path(ours, False)
+        again = ours(x)
+    _assert_close(fast, _ref_encode(ref, x))
+    assert torch.equal(again, exact)
+    assert not torch.equal(fast, exact)  # the fast path really ran
+    assert {k: v for k, v in ours.state_dict().items()}.keys() == sd.keys()
+
+
+def test_load_model_uses_the_fast_path_outside_the_exact_mode() -> None:
+    from napari_sam.engine.loader import wrap_model
+    from napari_sam.model.tiny_vit import Conv2dBN
+
+    def folded(model) -> set[bool]:
+        return {m._folded is not None for m in model.sam.modules() if isinstance(m, Conv2dBN)}
+
+    torch.manual_seed(0)
+    assert folded(wrap_model(build_sam(SMALL_SAM), SMALL_SAM, "t", "cpu", "fp32")) == {False}
+    assert folded(wrap_model(build_sam(SMALL_SAM), SMALL_SAM, "t", "cpu", "auto")) == {True}

@@ -15,27 +15,18 @@ import os
 import platform
 import sys
 import warnings
-from pathlib import Path
 
 import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-@functools.cache
 def cpu_has_native_bf16() -> bool:
-    """True on x86 CPUs that report ``avx512_bf16`` or ``amx_bf16`` (Linux /proc/cpuinfo)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return bool(flags & {"avx512_bf16", "amx_bf16"})
-    return False
+    """True on CPUs whose class does bfloat16 matrix products natively (AMX or
+    AVX512-BF16; :mod:`napari_sam.engine.cpu`, ``NAPARI_SAM_CPU_CLASS`` overrides)."""
+    from .cpu import cpu_info
+
+    return cpu_info().native_bf16
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

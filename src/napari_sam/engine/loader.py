@@ -13,6 +13,7 @@ from ..model.build import CONFIGS, SamConfig
 from ..model.checkpoint import load_sam_checkpoint
 from ..model.common import set_attention_impl
 from ..model.sam import Sam
+from ..model.tiny_vit import set_fast_path as set_tiny_vit_fast_path
 from .device import resolve_device, resolve_precision, tune_cpu_allocator
 
 
@@ -100,6 +101,9 @@ def wrap_model(
     model = SamModel(
         sam=sam, config=config, name=name, device=dev, precision=prec, exact=precision == "fp32"
     )
+    # TinyViT (vit_t): batch norms folded, channels-last convolutions — outside the exact
+    # mode; folded in fp32 before any bf16 conversion
+    set_tiny_vit_fast_path(sam, not model.exact)
     if prec == "bf16":
         _ = model.weights_hash
         sam.image_encoder.to(torch.bfloat16)

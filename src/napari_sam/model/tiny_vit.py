@@ -34,8 +34,13 @@ HEAD_DIM = 32
 class Conv2dBN(nn.Sequential):
     """Bias-free ``Conv2d`` (child ``c``) followed by ``BatchNorm2d`` (child ``bn``).
 
-    Padding is ``kernel_size // 2`` ("same" for odd kernels at stride 1).
+    Padding is ``kernel_size // 2`` ("same" for odd kernels at stride 1). ``fold(True)``
+    folds the (inference-only) batch norm into the convolution's weight and a bias — one
+    pass over the activations instead of two; equal to float rounding, so only outside
+    the exact mode (:func:`set_fast_path`).
     """
+
+    _folded: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __init__(
         self, in_chans: int, out_chans: int, kernel_size: int = 1, stride: int = 1, groups: int = 1
@@ -46,8 +51,25 @@ class Conv2dBN(nn.Sequential):
         )
         self.bn = nn.BatchNorm2d(out_chans)
 
+    def fold(self, on: bool) -> None:
+        """Use (True) or drop (False) the folded weight and bias (computed from the
+        current parameters; call again after loading other weights)."""
+        if not on:
+            self._folded = None
+            return
+        with torch.no_grad():
+            bn = self.bn
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            weight = self.c.weight * scale.to(self.c.weight.dtype)[:, None, None, None]
+            bias = (bn.bias - bn.running_mean * scale).to(self.c.weight.dtype)
+        self._folded = (weight.detach(), bias.detach())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, in_chans, H, W) → (B, out_chans, H / stride, W / stride)."""
+        if self._folded is not None:
+            c = self.c
+            w, b = self._folded
+            return F.conv2d(x, w.to(x.dtype), b.to(x.dtype), c.stride, c.padding, 1, c.groups)
         bn = self.bn
         return F.batch_norm(
             self.c(x), bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps
@@ -235,7 +257,12 @@ class TinyViT(nn.Module):
     ``num_heads[0]`` and ``window_sizes[0]`` are unused (the first stage is convolutional);
     they are accepted so configs keep one entry per stage. ``norm_head`` / ``head`` (an
     ImageNet classifier) are never run; they exist because the checkpoint holds them.
+    ``channels_last``: run the convolutions on channels-last tensors (PyTorch's CPU
+    depthwise convolutions fall back to a slow kernel on contiguous NCHW tensors; set by
+    :func:`set_fast_path`, off in the exact mode).
     """
+
+    channels_last: bool = False
 
     def __init__(
         self,
@@ -288,10 +315,24 @@ class TinyViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, in_chans, H, W) → (B, out_chans, H / 16, W / 16)."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.patch_embed(x)
         for layer in self.layers:
             x = layer(x)
         return self.neck(x)
+
+
+def set_fast_path(module: nn.Module, on: bool) -> None:
+    """Batch norms folded into their convolutions and channels-last convolutions for
+    every TinyViT inside ``module`` (on), or the reference operation order (off, the
+    exact mode). The results agree to float rounding (tests/model/test_tiny_vit.py);
+    measured ~1.6× faster on an AVX2 CPU (docs/benchmarks.md)."""
+    for m in module.modules():
+        if isinstance(m, Conv2dBN):
+            m.fold(on)
+        elif isinstance(m, TinyViT):
+            m.channels_last = on
 
 
 def _count(prefix: str, keys: Sequence[str]) -> int:
