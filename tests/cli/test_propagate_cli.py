@@ -60,8 +60,10 @@ def test_propagate_writes_labels_and_fills_the_store(files, tiny_checkpoint, cap
     s = EmbeddingStore.open(store, model, image=img, mode="r")
     assert s.missing() == []  # every slice visited was encoded and stored
 
-    # a second run reuses the store and gives the same labels
-    assert main(args(tmp, tiny_checkpoint, *extra)) == 0
+    # a second run reuses the store and gives the same labels (replacing the output)
+    assert main(args(tmp, tiny_checkpoint, *extra)) == 2  # OUT exists
+    assert "use --overwrite or another --out" in capsys.readouterr().err
+    assert main(args(tmp, tiny_checkpoint, *extra, "--overwrite")) == 0
     np.testing.assert_array_equal(tifffile.imread(tmp / "out" / "labels.tif"), out)
 
 
@@ -80,7 +82,7 @@ def test_propagate_4d_per_time_point_and_axis(files, tiny_checkpoint, tmp_path):
 
     tifffile.imwrite(tmp / "img.tif", img)
     tifffile.imwrite(tmp / "seeds.tif", seeds)
-    assert main(args(tmp, tiny_checkpoint, "--axis", "2")) == 0  # slices along X
+    assert main(args(tmp, tiny_checkpoint, "--axis", "2", "--overwrite")) == 0  # along X
 
 
 def test_propagate_user_errors_are_one_line(files, tiny_checkpoint, capsys):

@@ -251,3 +251,42 @@ def test_bf16_decoder_masks_close_to_fp32():
             union = np.logical_or(a.masks[i], b.masks[i]).sum()
             ious.append(np.logical_and(a.masks[i], b.masks[i]).sum() / max(union, 1))
     assert np.mean(ious) >= 0.98 and np.min(ious) >= 0.9
+
+
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("shape", [(10000, 10), (10, 10000)])
+def test_very_thin_slice_keeps_one_pixel_and_predicts(tiny_model, exact, shape):
+    """The short side of a 10000 × 10 slice scaled to the 64-px model input rounds to 0
+    (PIL: "height and width must be > 0"): it keeps 1 pixel, and a click segments."""
+    assert resized_shape(10000, 10, 64) == (64, 1)
+    assert resized_shape(10, 10000, 64) == (1, 64)
+    assert resized_shape(10000, 10, 1024) == (1024, 1)  # 1.024 → 1, as before
+    p = Predictor(tiny_model, fast_decoder=not exact)
+    img = np.zeros(shape, np.uint16)
+    img[2000:6000, :] = 3000 if shape[0] > shape[1] else 0
+    img[:, 2000:6000] = 3000 if shape[1] > shape[0] else 0
+    emb = p.set_image(img)
+    assert emb.original_size == shape and min(emb.input_size) == 1
+    click = [[4000, 5]] if shape[0] > shape[1] else [[5, 4000]]
+    r = p.predict(points=click, labels=[1])
+    assert r.masks.shape == (3, *shape) and np.isfinite(r.scores).all()
+    rb = p.predict(box=[0, 0, shape[0] - 1, shape[1] - 1], multimask=False)
+    assert rb.masks.shape == (1, *shape)
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_empty_batch_gives_empty_results(pred, multimask):
+    """Zero objects (points (0, N, 2), boxes (0, 4), mask_inputs (0, 4h, 4w)) → empty
+    arrays with the usual trailing shapes, not a torch reshape error."""
+    c = 3 if multimask else 1
+    for kw in (
+        {"points": np.zeros((0, 2, 2)), "labels": np.zeros((0, 2), int)},
+        {"boxes": np.zeros((0, 4))},
+        {"mask_inputs": np.zeros((0, 32, 32), np.float32)},
+    ):
+        r = pred.predict_batch(multimask=multimask, **kw)
+        assert r.masks.shape == (0, c, 40, 64) and r.masks.dtype == bool
+        assert r.scores.shape == (0, c) and r.scores.dtype == np.float32
+        assert r.logits.shape == (0, c, 32, 32) and r.logits.dtype == np.float32
+    full = pred.predict_batch(boxes=np.array([[5.0, 5, 30, 40]]), multimask=multimask)
+    assert full.masks.shape[1:] == (c, 40, 64) and full.logits.shape[1:] == (c, 32, 32)

@@ -8,19 +8,21 @@ IMAGE: 2D (Y, X) or RGB (Y, X, 3) → a 2D label image; 3D (Z, Y, X) → per-sli
 slice 1..n) or, with ``--link-z``, 3D ids linked across slices (ids 1..N); 4D
 (T, Z, Y, X) → the same per time point. OUT: .tif, .npy or .zarr. AMG parameters default
 to the official ones, except for the packaged demo model, which uses its tuned set
-(``DEMO_PARAMS``); the parameters used are printed. Embeddings of stacks are kept in
-RAM or read from / written to ``--store``; ``--scheduler`` runs the slices on Dask.
+(``DEMO_PARAMS``); the parameters used are printed. Embeddings of stacks are computed
+slice by slice (a few in RAM) or read from / written to ``--store``; ``--scheduler``
+runs the slices on Dask. An existing OUT, and a store made for another model /
+precision / normalisation / image, are replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from . import UserError
+from .common import OVERWRITE_HELP, user_errors
 
 HELP = "segment everything (automatic masks) in a 2D image or every slice of a stack"
 OFFICIAL = {
@@ -42,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--store", help="zarr embedding store to read / fill (default: RAM only)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--points-per-side", type=int, help="grid points per side (official: 32)")
     p.add_argument("--pred-iou-thresh", type=float, help="predicted IoU filter (0.88)")
     p.add_argument("--stability-score-thresh", type=float, help="stability filter (0.95)")
@@ -78,20 +81,20 @@ def _is_demo(args: argparse.Namespace) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.amg_volume import DEFAULT_LINK_IOU, DEMO_MIN_SLICES, object_f1
-    from .io import read_image, write_overlay
+    from .io import check_output, read_image, write_labels, write_overlay
 
     truth = None
+    if not args.sample and not args.out:
+        raise UserError("give --out LABELS (.tif, .npy or .zarr)")
+    out = check_output(args.out or "napari-sam-out/amg_labels.tif", args.overwrite)
+    overlay = out.with_name(out.stem + "_overlay.png")
     if args.sample:
         from ..synthetic import nuclei_2d
 
+        check_output(overlay, args.overwrite, (".png",))
         image, truth = nuclei_2d((256, 256), seed=2024)
-        out = Path(args.out or "napari-sam-out/amg_labels.tif")
     else:
-        if not args.out:
-            raise UserError("give --out LABELS (.tif, .npy or .zarr)")
-        image, out = read_image(args.image), Path(args.out)
-    if out.suffix.lower() not in (".tif", ".tiff", ".npy", ".zarr"):
-        raise UserError(f"--out {out.name}: use .tif, .npy or .zarr")
+        image = read_image(args.image)
     rgb = image.ndim == 3 and image.shape[-1] in (3, 4) and min(image.shape[:2]) > 4
     nd = image.ndim - (1 if rgb else 0)
     if nd not in (2, 3, 4):
@@ -109,15 +112,14 @@ def run(args: argparse.Namespace) -> int:
         labels = _run_dask(args, image, nd, params, link_iou)
     else:
         labels = _run_local(args, image, nd, rgb, params, link_iou)
-    _write(out, labels)
+    write_labels(out, labels, overwrite=args.overwrite)
     n = int(labels.max()) if labels.size else 0
     what = "3D objects" if (nd > 2 and args.link_z) else "objects (max id)"
     print(f"{n} {what} → {out}")
     if truth is not None:
         tp, npred, ntrue = object_f1(labels, truth)
         f1 = 2 * tp / max(npred + ntrue, 1)
-        overlay = out.with_name(out.stem + "_overlay.png")
-        write_overlay(overlay, image, labels)
+        write_overlay(overlay, image, labels, overwrite=args.overwrite)
         print(
             f"F1 at IoU 0.5 vs ground truth: {f1:.3f} ({tp} of {ntrue} nuclei found, "
             f"{npred} objects) → {overlay}"
@@ -125,39 +127,42 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model(args):
-    from ..engine.loader import load_model
-
-    return load_model(
-        args.model, checkpoint=args.checkpoint, device=args.device, precision=args.precision
-    )
-
-
 def _run_local(args, image, nd: int, rgb: bool, params: dict, link_iou: float) -> np.ndarray:
 
     from ..engine.amg import AutomaticMaskGenerator
     from ..engine.amg_volume import VolumeAmg
+    from .common import load_model
+    from .slice_cache import SliceEmbeddings
 
-    model = _model(args)
-    amg = AutomaticMaskGenerator(model, **params)
+    model = load_model(args)
+    with user_errors(ValueError):  # --points-per-side 0, thresholds out of range, ...
+        amg = AutomaticMaskGenerator(model, **params)
     if nd == 2:
         return _drive(amg.iter_generate(np.asarray(image)), "amg", "step", args).labels
-    from .propagate import _Embeddings
-
     nz = image.shape[-3]
-    embeddings = _Embeddings(model, image, [nd - 2, nd - 1], args.store)
+    # each slice is asked for once, in order (engine/amg_volume.py): 2 in RAM suffice
+    embeddings = SliceEmbeddings(
+        model,
+        image,
+        [nd - 2, nd - 1],
+        args.store,
+        overwrite=args.overwrite,
+        capacity=2,
+        source=args.image or "the sample",
+    )
     result = np.zeros(image.shape, np.uint32)
     for t in range(image.shape[0]) if nd == 4 else [None]:
         lead = () if t is None else (t,)
-        vol = VolumeAmg(
-            amg,
-            lambda z, lead=lead: embeddings((*lead, z)),
-            nz,
-            image=lambda z, lead=lead: np.asarray(image[(*lead, z)]),
-            link=args.link_z,
-            link_iou=link_iou,
-            min_slices=args.min_slices,
-        )
+        with user_errors(ValueError):
+            vol = VolumeAmg(
+                amg,
+                lambda z, lead=lead: embeddings((*lead, z)),
+                nz,
+                image=lambda z, lead=lead: np.asarray(image[(*lead, z)]),
+                link=args.link_z,
+                link_iou=link_iou,
+                min_slices=args.min_slices,
+            )
         desc = "amg" if t is None else f"amg t={t}"
         result[lead] = _drive(vol.run(), desc, "slice", args)
     return result
@@ -184,33 +189,21 @@ def _run_dask(args, image, nd: int, params: dict, link_iou: float) -> np.ndarray
     from ..store import SliceLayout
     from ..store.amg_dask import amg_slices
     from ..store.precompute import ModelSpec
+    from .common import dask_errors, store_errors
 
     sched = int(args.scheduler) if args.scheduler.isdigit() else args.scheduler
     spec = ModelSpec(args.model, args.checkpoint, args.device, args.precision)
     layout = SliceLayout.for_shape(image.shape, spatial=[nd - 2, nd - 1])
+    # `overwrite` is passed only when asked: older store.amg_dask versions lack it
+    kw = {"overwrite": True} if args.overwrite else {}
     steps = amg_slices(
-        image, layout, list(layout.indices()), spec, params, scheduler=sched, store=args.store
+        image, layout, list(layout.indices()), spec, params, scheduler=sched, store=args.store, **kw
     )
-    planes = _drive(steps, "amg (dask)", "slice", args)
+    with dask_errors(), store_errors("--store"):
+        planes = _drive(steps, "amg (dask)", "slice", args)
     result = np.zeros(image.shape, np.uint32)
     for t in range(image.shape[0]) if nd == 4 else [None]:
         lead = () if t is None else (t,)
         stack = np.stack([planes[(*lead, z)] for z in range(image.shape[-3])])
         result[lead] = link_slices(stack, link_iou, link=args.link_z, min_slices=args.min_slices)
     return result
-
-
-def _write(path: Path, labels: np.ndarray) -> None:
-    from .io import write_labels
-
-    if path.suffix.lower() != ".zarr":
-        write_labels(path, labels)
-        return
-    import zarr
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    chunks = (1,) * (labels.ndim - 2) + labels.shape[-2:]
-    arr = zarr.create_array(
-        store=str(path), shape=labels.shape, chunks=chunks, dtype="uint32", overwrite=True
-    )
-    arr[...] = labels

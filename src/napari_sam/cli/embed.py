@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import UserError
+from .common import load_model, user_errors
 
 HELP = "precompute SAM embeddings of an image (TIFF, zarr, .npy) into a zarr store"
 
@@ -47,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="recompute a store made for another model / normalisation, and changed slices",
+        help="replace a store (--out) made for another model / precision / normalisation / "
+        "image, and recompute slices whose data changed; without it nothing is replaced",
     )
     p.add_argument(
         "--verify",
@@ -86,21 +88,21 @@ class TiffArray:
 
 def read_image(path_text: str) -> Any:
     """The image at ``path_text`` as a lazy array (nothing but metadata is read)."""
+    from .io import check_dtype, reading
+
     path = Path(path_text)
     if not path.exists():
         raise UserError(f"image not found: {path}")
     suffix = path.suffix.lower()
-    try:
+    with reading(path):
         if suffix == ".npy":
-            return __import__("numpy").load(path, mmap_mode="r")
+            import numpy as np
+
+            return check_dtype(np.load(path, mmap_mode="r", allow_pickle=False), path)
         if suffix in (".tif", ".tiff"):
-            return TiffArray(str(path))
+            return check_dtype(TiffArray(str(path)), path)
         if path.is_dir():
-            return _open_zarr(path)
-    except UserError:
-        raise
-    except Exception as err:
-        raise UserError(f"cannot read {path}: {err}") from None
+            return check_dtype(_open_zarr(path), path)
     raise UserError(f"unsupported image format {path.name!r}: use TIFF, .npy or zarr")
 
 
@@ -165,6 +167,16 @@ def run(args: argparse.Namespace) -> int:
         layout=layout.to_dict(),
     )
     scheduler = args.scheduler if args.scheduler is not None else args.workers
+    if scheduler is None:  # here: load it now, so its errors are reported as the user's
+        model = load_model(args)
+        kw: dict[str, Any] = {"load": lambda _spec: model}
+    else:  # the workers load it; check what can be checked here
+        kw = {}
+        if args.checkpoint is None and Path(args.model).suffix not in (".pt", ".pth", ".ckpt"):
+            from ..weights import get_model_info
+
+            with user_errors(ValueError):
+                get_model_info(args.model)
     steps = precompute(
         out,
         image,
@@ -177,35 +189,36 @@ def run(args: argparse.Namespace) -> int:
         on_mismatch="overwrite" if args.overwrite else "error",
         verify=args.verify,
         source=str(Path(args.image).resolve()),
+        **kw,
     )
     return _drive(steps, out, args.no_progress)
 
 
 def _drive(steps: Any, out: Any, quiet: bool) -> int:
+    """Run the precompute generator under a progress bar. Store errors are rephrased
+    with the command's flags (``--overwrite`` / ``--out``); weights that cannot be
+    downloaded and a bad checkpoint are reported by the top level (exit 2); a Dask
+    scheduler that cannot be reached is a user error; anything else is a bug."""
     from tqdm import tqdm
 
-    from ..store import StoreError
+    from .common import dask_errors, store_errors
 
     bar = None
     done = total = 0
     try:
-        for done, total, _msg in steps:
-            if bar is None:
-                bar = tqdm(
-                    total=total,
-                    initial=done,
-                    unit="slice",
-                    file=sys.stderr,
-                    disable=quiet,
-                    desc="embed",
-                )
-            else:
-                bar.update(done - bar.n)
-    except StoreError as err:
-        raise UserError(str(err)) from None
-    except (RuntimeError, OSError) as err:  # weights download, Dask worker failure, ...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(first) from None
+        with store_errors("--out"), dask_errors():
+            for done, total, _msg in steps:
+                if bar is None:
+                    bar = tqdm(
+                        total=total,
+                        initial=done,
+                        unit="slice",
+                        file=sys.stderr,
+                        disable=quiet,
+                        desc="embed",
+                    )
+                else:
+                    bar.update(done - bar.n)
     finally:
         steps.close()
         if bar is not None:

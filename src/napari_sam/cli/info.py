@@ -13,8 +13,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..store import store_info
+    from .common import user_errors
+    from .io import reading
 
-    info = store_info(args.store)
+    with reading(args.store), user_errors(FileNotFoundError):  # not a store / unreadable
+        info = store_info(args.store)
     norm = info["normalization"]
     limits = norm["contrast_limits"]
     rows = [

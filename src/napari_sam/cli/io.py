@@ -1,63 +1,147 @@
-"""Reading images and writing results for the command line (tif, zarr, npy, png)."""
+"""Reading images and writing results for the command line (tif, zarr, npy, png).
+
+Reading: format and permission errors become one line, ``cannot read X: <reason>``.
+Writing: every result goes through :mod:`napari_sam.outputs` — a temporary name in the
+same folder, then a rename — so a failed write leaves the previous file intact and no
+temporary file; an existing result is replaced only with ``overwrite`` (``--overwrite``).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from . import UserError
+from . import UserError, one_line
+
+LABEL_SUFFIXES = (".tif", ".tiff", ".npy", ".zarr")
 
 
-def read_image(path: str | Path) -> np.ndarray:
+@contextlib.contextmanager
+def reading(path: str | Path) -> Iterator[None]:
+    """Errors of tifffile / zarr / numpy / the OS while reading ``path`` → UserError
+    ``cannot read PATH: <reason>``."""
+    try:
+        yield
+    except UserError:
+        raise
+    except PermissionError:
+        raise UserError(f"cannot read {path}: permission denied") from None
+    except IsADirectoryError:
+        raise UserError(f"cannot read {path}: it is a folder") from None
+    except OSError as err:  # includes FileNotFoundError, zarr's NodeNotFoundError
+        reason = err.strerror if err.strerror and err.errno != errno.ENOENT else one_line(err)
+        raise UserError(f"cannot read {path}: {reason}") from None
+    except (ValueError, EOFError, KeyError) as err:  # TiffFileError, bad .npy / zarr.json
+        raise UserError(f"cannot read {path}: {one_line(err)}") from None
+
+
+def read_image(path: str | Path) -> Any:
     """TIFF (.tif/.tiff), .npy or a zarr array (.zarr) → array (zarr stays lazy)."""
     p = Path(path)
     if not p.exists():
         raise UserError(f"input not found: {p}")
     suffix = p.suffix.lower()
-    try:
+    with reading(p):
         if suffix in {".tif", ".tiff"}:
             import tifffile
 
-            return tifffile.imread(p)
+            return check_dtype(tifffile.imread(p), p)
         if suffix == ".npy":
-            return np.load(p, mmap_mode="r", allow_pickle=False)
+            return check_dtype(np.load(p, mmap_mode="r", allow_pickle=False), p)
         if suffix == ".zarr" or p.is_dir():
             import zarr
 
             node = zarr.open(str(p), mode="r")
             if not hasattr(node, "shape"):
                 raise UserError(f"{p} is a zarr group, not an array; give the array's path")
-            return node
-    except UserError:
-        raise
-    except Exception as err:
-        raise UserError(f"cannot read {p}: {err}") from None
+            return check_dtype(node, p)
     raise UserError(f"unsupported input {p.name}: use .tif, .tiff, .npy or .zarr")
 
 
-def write_labels(path: Path, labels: np.ndarray) -> None:
-    """Labels as a compressed TIFF (or .npy by suffix)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".npy":
-        np.save(path, labels)
-    else:
-        import tifffile
-
-        tifffile.imwrite(path, labels, compression="zlib")
+def check_dtype(image: Any, path: str | Path) -> Any:
+    """Only boolean, integer and float images can be segmented."""
+    kind = np.dtype(image.dtype).kind
+    if kind not in "biuf":
+        raise UserError(f"{path}: unsupported pixel type {image.dtype}; need integers or floats")
+    return image
 
 
-def write_overlay(path: Path, image: np.ndarray, labels: np.ndarray) -> None:
+def check_output(
+    path: str | Path, overwrite: bool, suffixes: Sequence[str] = LABEL_SUFFIXES
+) -> Path:
+    """Before the work: a supported suffix, not an existing file unless ``overwrite``,
+    a parent folder that can be created."""
+    from ..outputs import check_target
+
+    p = Path(path)
+    if suffixes and p.suffix.lower() not in suffixes:
+        shown = [x for x in suffixes if x != ".tiff"]  # .tiff: accepted, not advertised
+        names = ", ".join(shown[:-1]) + " or " + shown[-1] if len(shown) > 1 else shown[0]
+        raise UserError(f"--out {p.name}: use {names}")
+    with writing(p):
+        check_target(p, overwrite=overwrite)
+    return p
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Output errors → UserError: an existing result names the two ways out."""
+    from ..outputs import OutputExistsError, OutputWriteError
+
+    try:
+        yield
+    except OutputExistsError as err:
+        raise UserError(f"{err.path} exists; use --overwrite or another --out") from None
+    except OutputWriteError as err:
+        raise UserError(str(err)) from None
+
+
+def write_labels(path: Path, labels: np.ndarray, overwrite: bool = False) -> None:
+    """Labels as a compressed TIFF, .npy or a zarr array (by suffix), atomically.
+
+    zarr: one chunk per 2D slice, written to a temporary folder that then takes the
+    name (an existing store is deleted only after that succeeded)."""
+    from ..outputs import atomic_dir, atomic_file
+
+    suffix = path.suffix.lower()
+    with writing(path):
+        if suffix == ".zarr":
+            import zarr
+
+            with atomic_dir(path, overwrite=overwrite) as tmp:
+                chunks = (1,) * (labels.ndim - 2) + labels.shape[-2:]
+                arr = zarr.create_array(
+                    store=str(tmp), shape=labels.shape, chunks=chunks, dtype=labels.dtype
+                )
+                arr[...] = labels
+        elif suffix == ".npy":
+            with atomic_file(path, overwrite=overwrite) as tmp:
+                np.save(tmp, labels)
+        else:
+            import tifffile
+
+            with atomic_file(path, overwrite=overwrite) as tmp:
+                tifffile.imwrite(tmp, labels, compression="zlib")
+
+
+def write_overlay(path: Path, image: np.ndarray, labels: np.ndarray, overwrite: bool = False):
     """PNG: the (normalised) 2D image in gray with translucent label colours and
-    outlines."""
+    outlines, atomically."""
     from PIL import Image
     from skimage.color import label2rgb
     from skimage.segmentation import find_boundaries
 
     from ..engine.image import to_uint8_rgb
+    from ..outputs import atomic_file
 
     rgb = to_uint8_rgb(image)
     over = label2rgb(labels, image=rgb, alpha=0.35, bg_label=0, image_alpha=1.0)
     over[find_boundaries(labels, mode="inner")] = (1.0, 1.0, 0.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((over * 255).astype(np.uint8)).save(path)
+    png = Image.fromarray((over * 255).astype(np.uint8))
+    with writing(path), atomic_file(path, overwrite=overwrite) as tmp:
+        png.save(tmp, format="PNG")

@@ -14,9 +14,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import weights
+    from .common import user_errors
 
     if args.download:
-        path = weights.fetch_weights(args.download, cache_dir=args.cache_dir)
+        with user_errors(ValueError):  # unknown name (WeightsUnavailableError: top level)
+            info = weights.get_model_info(args.download)
+        path = weights.fetch_weights(info, cache_dir=args.cache_dir)
         print(path)
         return 0
     cache = weights.default_cache_dir(args.cache_dir)

@@ -6,20 +6,22 @@ some of its slices (docs/propagation.md).
 IMAGE: a 3D (Z, Y, X) or 4D (T, Z, Y, X) image (TIFF, .npy, zarr). SEEDS: a label image
 of the same shape where each object (id > 0) is drawn on one or more slices. Every
 object is propagated (per time point for 4D) and keeps its id; seed pixels are never
-changed; the result (seeds + propagated masks) is written to OUT (.tif or .npy).
-Embeddings are kept in RAM, or read from / written to ``--store`` (a zarr embedding
-store, e.g. made beforehand by ``napari-sam embed``).
+changed; the result (seeds + propagated masks) is written to OUT (.tif, .npy or .zarr;
+an existing OUT only with ``--overwrite``). Embeddings are kept in RAM (at most
+``--cache-slices``, see :mod:`.slice_cache`), or read from / written to ``--store`` (a
+zarr embedding store, e.g. made beforehand by ``napari-sam embed``; one made for
+another model / precision / normalisation / image is refused unless ``--overwrite``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from . import UserError
+from .common import OVERWRITE_HELP
 
 HELP = "propagate objects annotated on some slices (SEEDS labels) through a 3D / 4D image"
 
@@ -27,13 +29,23 @@ HELP = "propagate objects annotated on some slices (SEEDS labels) through a 3D /
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..engine.propagate import DEFAULT_MODE
     from ..engine.propagate_prompts import MODES
+    from .slice_cache import DEFAULT_CAPACITY
 
     p.add_argument("image", help="3D (Z, Y, X) or 4D (T, Z, Y, X) image: .tif, .npy or .zarr")
     p.add_argument("--labels", required=True, metavar="SEEDS", help="seed labels, same shape")
-    p.add_argument("--out", required=True, help="output label image (.tif or .npy)")
+    p.add_argument("--out", required=True, help="output label image (.tif, .npy or .zarr)")
     p.add_argument("--model", default="demo", help="registry name (default: demo)")
     p.add_argument("--checkpoint", help="checkpoint file (architecture from --model or shapes)")
     p.add_argument("--store", help="zarr embedding store to read / fill (default: RAM only)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    p.add_argument(
+        "--cache-slices",
+        type=int,
+        default=DEFAULT_CAPACITY,
+        metavar="N",
+        help=f"embeddings kept in RAM (default {DEFAULT_CAPACITY}; 4 MiB each for SAM); "
+        "slices between annotated slices are kept first",
+    )
     p.add_argument("--mode", default=DEFAULT_MODE, choices=MODES, help="prompt for next slice")
     p.add_argument("--iou-stop", type=float, default=0.5, help="stop below this slice IoU")
     p.add_argument("--area-factor", type=float, default=2.5, help="stop when area grows more")
@@ -52,11 +64,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.loader import load_model
-    from .io import read_image, write_labels
+    from .common import load_model
+    from .io import check_output, read_image, reading, write_labels
+    from .slice_cache import SliceEmbeddings
 
+    out = check_output(args.out, args.overwrite)
     image = read_image(args.image)
-    seeds = np.asarray(read_image(args.labels))
+    with reading(args.labels):
+        seeds = np.asarray(read_image(args.labels))
     if image.ndim not in (3, 4):
         raise UserError(f"image has shape {tuple(image.shape)}: need (Z, Y, X) or (T, Z, Y, X)")
     if tuple(seeds.shape) != tuple(image.shape):
@@ -64,31 +79,52 @@ def run(args: argparse.Namespace) -> int:
     if seeds.dtype.kind not in "iu":
         raise UserError(f"seeds must be an integer label image, got {seeds.dtype}")
     nd = image.ndim
+    if args.axis is not None and not -nd <= args.axis < nd:
+        raise UserError(f"--axis {args.axis}: the image has {nd} axes")
     axis = nd - 3 if args.axis is None else args.axis % nd
     if axis < nd - 3:
         raise UserError(f"--axis {args.axis}: for a 4D image the slice axis is 1, 2 or 3")
+    if args.cache_slices < 1:
+        raise UserError(f"--cache-slices must be ≥ 1, got {args.cache_slices}")
+    if args.max_slices is not None and args.max_slices < 1:
+        raise UserError(f"--max-slices must be ≥ 1, got {args.max_slices}")
     ids = np.unique(seeds[seeds > 0])
     if ids.size == 0:
         raise UserError(f"{args.labels}: no object (all zeros)")
-    model = load_model(
-        args.model, checkpoint=args.checkpoint, device=args.device, precision=args.precision
-    )
+    unknown = sorted(set(args.objects or ()) - set(ids.tolist()))
+    if unknown:
+        raise UserError(f"--objects {unknown}: not in {args.labels} (its ids: {_ids(ids)})")
+    model = load_model(args)
     spatial = [a for a in range(nd - 3, nd) if a != axis]
-    embeddings = _Embeddings(model, image, spatial, args.store)
+    embeddings = SliceEmbeddings(
+        model,
+        image,
+        spatial,
+        args.store,
+        overwrite=args.overwrite,
+        capacity=args.cache_slices,
+        source=args.image,
+    )
     result = seeds.copy()
     times = range(image.shape[0]) if nd == 4 else [None]
     for t in times:
         _propagate_one(args, model, embeddings, seeds, result, axis, t)
-    write_labels(Path(args.out), result)
+    write_labels(out, result, overwrite=args.overwrite)
     grown = int(np.count_nonzero(result != seeds))
-    print(f"{ids.size} object(s), {grown} voxels added → {args.out}")
+    print(f"{ids.size} object(s), {grown} voxels added → {out}")
     return 0
+
+
+def _ids(ids: np.ndarray) -> str:
+    shown = ", ".join(map(str, ids[:10].tolist()))
+    return shown + (f", … ({ids.size} ids)" if ids.size > 10 else "")
 
 
 def _propagate_one(args, model, embeddings, seeds, result, axis: int, t: int | None) -> None:
     from tqdm import tqdm
 
     from ..engine.propagate import Propagator
+    from .common import user_errors
 
     lead = () if t is None else (t,)
     sub_axis = axis - len(lead)
@@ -97,17 +133,22 @@ def _propagate_one(args, model, embeddings, seeds, result, axis: int, t: int | N
     objects = present if args.objects is None else present & set(args.objects)
     if not objects:
         return
-    prop = Propagator(
-        model,
-        lambda z: embeddings((*lead, z)),
-        vol,
-        sorted(objects),
-        mode=args.mode,
-        iou_stop=args.iou_stop,
-        area_factor=args.area_factor,
-        shrink_stop=args.shrink_stop,
-        max_slices=args.max_slices,
-    )
+    # slices between the lowest and highest annotated slice may be needed by both sweeps
+    annotated = np.flatnonzero(np.isin(vol, sorted(objects)).any(axis=(1, 2)))
+    embeddings.clear()
+    embeddings.keep((*lead, z) for z in range(annotated.min() + 1, annotated.max()))
+    with user_errors(ValueError):  # --mode / --iou-stop / ... out of range
+        prop = Propagator(
+            model,
+            lambda z: embeddings((*lead, z)),
+            vol,
+            sorted(objects),
+            mode=args.mode,
+            iou_stop=args.iou_stop,
+            area_factor=args.area_factor,
+            shrink_stop=args.shrink_stop,
+            max_slices=args.max_slices,
+        )
     desc = "propagate" if t is None else f"propagate t={t}"
     steps = prop.run()
     with tqdm(total=prop.total, unit="slice", file=sys.stderr, disable=args.no_progress) as bar:
@@ -118,40 +159,3 @@ def _propagate_one(args, model, embeddings, seeds, result, axis: int, t: int | N
         finally:
             steps.close()
     result[lead] = np.moveaxis(prop.result, 0, sub_axis)
-
-
-class _Embeddings:
-    """index (t?, z) → Embedding: RAM, then the zarr store (if any), then the encoder
-    (written to the store). Thread-safe enough for the engine's one prefetch thread."""
-
-    def __init__(self, model, image, spatial: list[int], store_path: str | None) -> None:
-        from ..engine.predictor import Predictor
-        from ..store import SliceLayout
-
-        self.image, self.ram = image, {}
-        self.layout = SliceLayout.for_shape(image.shape, spatial=spatial)
-        self.predictor = Predictor(model)
-        self.store = None
-        if store_path:
-            from ..store import EmbeddingStore, StoreError
-
-            try:
-                self.store = EmbeddingStore.open(
-                    store_path, model, image=image, layout=self.layout, on_mismatch="overwrite"
-                )
-            except StoreError as err:
-                raise UserError(str(err)) from None
-
-    def __call__(self, index: tuple[int, ...]):
-        emb = self.ram.get(index)
-        if emb is not None:
-            return emb
-        data = self.layout.read(self.image, index)
-        if self.store is not None:
-            emb = self.store.get(index, data)
-        if emb is None:
-            emb = self.predictor.compute_embedding(data)
-            if self.store is not None:
-                self.store.put(index, emb, data)
-        self.ram[index] = emb
-        return emb

@@ -1,12 +1,19 @@
 """``napari-sam segment``: prompted segmentation of a 2D image (or one slice of a stack)
 from a CSV of clicks / boxes, written as a label image and a PNG overlay.
 
-Prompts CSV (header required; napari order):
-  points: ``object,row,col[,label]`` (label 1 positive (default) / 0 negative;
-          rows with the same ``object`` prompt one object together)
-  boxes:  ``object,row_min,col_min,row_max,col_max``
-Objects are committed in ``object`` order with ids 1..N; later objects never overwrite
-earlier ones.
+Prompts CSV (header required, UTF-8 with or without a BOM; napari order):
+  points: ``object,row,col[,label]`` (label 1 positive (default when empty) / 0
+          negative, nothing else; rows with the same ``object`` prompt one object
+          together)
+  boxes:  ``object,row_min,col_min,row_max,col_max`` (one box per object)
+Objects get the ids 1..N in ``object`` order, and later objects never overwrite earlier
+ones. The order: when every ``object`` value is an integer they are sorted as numbers
+(objects 2, 10, 1 → ids 2, 3, 1), when none is they are sorted as text; a mix of
+numbers and names is refused. Unless every object's id equals its own number, the
+mapping ``object → id`` is printed.
+
+Outputs: ``OUT/labels.tif`` and ``OUT/overlay.png``; either one that exists is replaced
+only with ``--overwrite`` (checked before any work).
 
 ``--sample nuclei-2d`` runs on the bundled synthetic sample with simulated clicks (one
 click at the interior-most pixel of each ground-truth nucleus) and also reports the
@@ -16,13 +23,13 @@ mean IoU against the ground truth.
 from __future__ import annotations
 
 import argparse
-import csv
-from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from . import UserError
+from .common import OVERWRITE_HELP
 
 HELP = "segment objects from point/box prompts (CSV) into a label image + PNG overlay"
 
@@ -39,41 +46,69 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--out", default="napari-sam-out", help="output folder")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.labels import paint_mask
-    from ..engine.loader import load_model
     from ..engine.predictor import Predictor
-    from .io import read_image, write_labels, write_overlay
+    from .common import load_model, user_errors
+    from .io import check_output, read_image, write_labels, write_overlay
+    from .prompts_csv import id_mapping, read_prompts
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder")
+    labels_path = check_output(out / "labels.tif", args.overwrite)
+    overlay_path = check_output(out / "overlay.png", args.overwrite, (".png",))
     truth = None
     if args.sample:
         image, truth = _sample()
         prompts = _clicks_from_truth(truth)
     else:
-        image = np.asarray(read_image(args.image)[tuple(args.slice)])
-        if image.ndim != 2 and not (image.ndim == 3 and image.shape[-1] in (3, 4)):
-            raise UserError(f"image slice has shape {image.shape}; give --slice indices down to 2D")
-        prompts = _read_prompts(args.points, args.boxes)
-    model = load_model(
-        args.model, checkpoint=args.checkpoint, device=args.device, precision=args.precision
-    )
+        image = _select_slice(read_image(args.image), args.slice)
+        prompts = read_prompts(args.points, args.boxes)
+    ids = id_mapping(prompts)
+    model = load_model(args)
     predictor = Predictor(model)
     predictor.set_image(image)
     labels = np.zeros(image.shape[:2], np.uint32)
-    for obj in sorted(prompts):
+    for obj, _id in ids.items():  # ids are 1..N in this order: paint order = id order
         q = prompts[obj]
         multimask = "box" not in q and len(q.get("points", [])) == 1
-        r = predictor.predict(multimask=multimask, **q)
+        with user_errors(ValueError, prefix=f"object {obj!r}: "):  # outside the slice, ...
+            r = predictor.predict(multimask=multimask, **q)
         paint_mask(labels, r.masks[r.best])
-    out = Path(args.out)
-    write_labels(out / "labels.tif", labels)
-    write_overlay(out / "overlay.png", image, labels)
-    print(f"{len(prompts)} objects → {out / 'labels.tif'}, {out / 'overlay.png'}")
+    write_labels(labels_path, labels, overwrite=args.overwrite)
+    write_overlay(overlay_path, image, labels, overwrite=args.overwrite)
+    if any(str(obj) != str(i) for obj, i in ids.items()):
+        print("object → id: " + ", ".join(f"{obj} → {i}" for obj, i in ids.items()))
+    print(f"{len(prompts)} objects → {labels_path}, {overlay_path}")
     if truth is not None:
         print(f"mean IoU vs ground truth: {_mean_iou(labels, truth):.3f}")
     return 0
+
+
+def _select_slice(image: Any, index: list[int]) -> np.ndarray:
+    """``--slice`` indices (leading axes) → a 2D (H, W) or RGB (H, W, 3|4) slice."""
+    shape = tuple(image.shape)
+    if len(index) > len(shape) - 2:
+        raise UserError(
+            f"--slice {' '.join(map(str, index))}: the image has shape {shape}, "
+            f"at most {max(len(shape) - 2, 0)} slice index(es)"
+        )
+    for axis, (i, n) in enumerate(zip(index, shape, strict=False)):
+        if not -n <= i < n:
+            raise UserError(
+                f"--slice index {i} out of range for axis {axis} of {n} slices "
+                f"(valid 0..{n - 1}; image shape {shape})"
+            )
+    data = np.asarray(image[tuple(index)])
+    if data.ndim != 2 and not (data.ndim == 3 and data.shape[-1] in (3, 4)):
+        raise UserError(f"image slice has shape {data.shape}; give --slice indices down to 2D")
+    if min(data.shape[:2]) < 1:
+        raise UserError(f"image slice has shape {data.shape}: it is empty")
+    return data
 
 
 def _sample() -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +117,7 @@ def _sample() -> tuple[np.ndarray, np.ndarray]:
     return nuclei_2d((256, 256), seed=2024)
 
 
-def _clicks_from_truth(truth: np.ndarray) -> dict[int, dict]:
+def _clicks_from_truth(truth: np.ndarray) -> dict[str, dict]:
     """One simulated positive click per object at its interior-most pixel."""
     from scipy import ndimage as ndi
 
@@ -90,7 +125,7 @@ def _clicks_from_truth(truth: np.ndarray) -> dict[int, dict]:
     for obj in np.unique(truth[truth > 0]):
         dist = ndi.distance_transform_edt(truth == obj)
         r, c = np.unravel_index(np.argmax(dist), dist.shape)
-        prompts[int(obj)] = {"points": [[float(r), float(c)]], "labels": [1]}
+        prompts[str(int(obj))] = {"points": [[float(r), float(c)]], "labels": [1]}
     return prompts
 
 
@@ -108,38 +143,3 @@ def _mean_iou(labels: np.ndarray, truth: np.ndarray) -> float:
         pred = labels == best[0]
         ious.append((gt & pred).sum() / (gt | pred).sum())
     return float(np.mean(ious)) if ious else 0.0
-
-
-def _read_prompts(points: str | None, boxes: str | None) -> dict[str, dict]:
-    if not points and not boxes:
-        raise UserError("give --points and/or --boxes (CSV files), or --sample")
-    prompts: dict[str, dict] = defaultdict(dict)
-    for row in _rows(points, {"object", "row", "col"}):
-        q = prompts[row["object"]]
-        q.setdefault("points", []).append([_num(row, "row"), _num(row, "col")])
-        q.setdefault("labels", []).append(int(_num(row, "label")) if row.get("label") else 1)
-    for row in _rows(boxes, {"object", "row_min", "col_min", "row_max", "col_max"}):
-        keys = ("row_min", "col_min", "row_max", "col_max")
-        prompts[row["object"]]["box"] = [_num(row, k) for k in keys]
-    return dict(prompts)
-
-
-def _rows(path: str | None, required: set[str]) -> list[dict[str, str]]:
-    if not path:
-        return []
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"prompt file not found: {p}")
-    with p.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = required - set(reader.fieldnames or [])
-        if missing:
-            raise UserError(f"{p.name}: missing column(s) {sorted(missing)}")
-        return list(reader)
-
-
-def _num(row: dict[str, str], key: str) -> float:
-    try:
-        return float(row[key])
-    except (TypeError, ValueError):
-        raise UserError(f"not a number in column {key!r}: {row[key]!r}") from None

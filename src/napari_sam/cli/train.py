@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HELP = "train or fine-tune a SAM model on images + instance labels (or synthetic nuclei)"
@@ -34,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
     p.add_argument("--resume", action="store_true", help="continue from --out and its state")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out (without --resume)"
+    )
     p.add_argument("--steps", type=int, default=10000)
     p.add_argument("--time-limit", type=float, metavar="MIN", help="stop after MIN minutes")
     p.add_argument("--batch-images", type=int, default=4, help="images encoded per step")
@@ -84,24 +89,35 @@ def run(args: argparse.Namespace) -> int:
     from ..training.data import load_pairs, random_synthetic_pairs
     from ..training.loop import DEMO_CONFIG, TrainConfig, train
     from . import UserError
+    from .common import user_errors
+    from .io import check_output
 
+    if not args.synthetic and not (args.images and args.labels):
+        raise UserError("give --images and --labels, or --synthetic N")
+    out = Path(args.out)
+    if args.resume and not out.is_file():
+        raise UserError(f"--resume: {out} does not exist; start without --resume")
+    if not args.resume:  # the loop replaces the checkpoint atomically as it trains
+        check_output(out, args.overwrite, ())
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.synthetic:
         pairs = random_synthetic_pairs(args.synthetic, seed=args.data_seed)
         data = f"synthetic n={args.synthetic} seed={args.data_seed}"
     elif args.images and args.labels:
-        pairs = load_pairs(args.images, args.labels)
+        with user_errors(ValueError, OSError):  # no images, unmatched / non-integer labels
+            pairs = load_pairs(args.images, args.labels)
         data = f"{args.images} + {args.labels} ({len(pairs)} slices)"
     else:
         raise UserError("give --images and --labels, or --synthetic N")
-    device = resolve_device(args.device)
-    out = Path(args.out)
+    with user_errors(ValueError):
+        device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     if args.resume:
         sam, config = load_sam_checkpoint(out)
     elif args.init:
-        loaded = load_model(args.init, device="cpu", precision="fp32")
+        with user_errors(ValueError):  # unknown name, bad checkpoint (CheckpointError)
+            loaded = load_model(args.init, device="cpu", precision="fp32")
         sam, config = loaded.sam, loaded.config
     else:
         archs = {"demo": DEMO_CONFIG, **CONFIGS}
@@ -131,21 +147,42 @@ def run(args: argparse.Namespace) -> int:
         "init": args.init or f"scratch:{args.arch}",
         "train_config": json.dumps(dataclasses.asdict(cfg)),
     }
-    log = open(args.log, "a") if args.log else None
+    with user_errors(OSError, prefix=f"cannot open --log {args.log}: "):
+        log = open(args.log, "a") if args.log else None
     bar = tqdm(total=cfg.steps, desc="train", unit="step", dynamic_ncols=True)
     t0 = time.perf_counter()
     try:
-        for step, _, m in train(sam.to(device), config, pairs, out, cfg, args.resume, meta):
-            bar.n = step
-            bar.set_postfix(loss=f"{m['loss']:.3f}", iou=f"{m.get('iou_r0', 0):.3f}")
-            bar.refresh()
-            if log is not None:
-                m = {"step": step, "t": round(time.perf_counter() - t0, 1), **m}
-                log.write(json.dumps(m) + "\n")
-                log.flush()
+        with _write_errors(out):
+            steps = train(sam.to(device), config, pairs, out, cfg, args.resume, meta)
+            for step, _, m in steps:
+                bar.n = step
+                bar.set_postfix(loss=f"{m['loss']:.3f}", iou=f"{m.get('iou_r0', 0):.3f}")
+                bar.refresh()
+                if log is not None:
+                    m = {"step": step, "t": round(time.perf_counter() - t0, 1), **m}
+                    log.write(json.dumps(m) + "\n")
+                    log.flush()
     finally:
         bar.close()
         if log is not None:
             log.close()
     print(f"wrote {out}")
     return 0
+
+
+@contextlib.contextmanager
+def _write_errors(out: Path) -> Iterator[None]:
+    """A full disk / read-only folder while saving checkpoints or the log → one line
+    (the checkpoint is replaced atomically, so the last one saved is intact)."""
+    from ..outputs import WRITE_ERRNOS, os_reason
+    from . import UserError
+
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        raise UserError(
+            f"cannot write {out} (or --log): {os_reason(err)}; the last checkpoint saved is "
+            "intact: free space and continue with --resume"
+        ) from None

@@ -194,7 +194,9 @@ class Predictor:
 
         points: (B, N, 2) (row, col); labels: (B, N); boxes: (B, 4)
         (row_min, col_min, row_max, col_max); mask_inputs: (B, 4h, 4w).
-        Returns masks (B, C, H, W), scores (B, C), logits (B, C, 4h, 4w).
+        Returns masks (B, C, H, W), scores (B, C), logits (B, C, 4h, 4w), where C is 3
+        if ``multimask`` else 1. B = 0 (e.g. points (0, N, 2) with labels (0, N), or
+        boxes (0, 4)) gives empty arrays of those shapes without running the decoder.
         """
         emb = self._require_embedding()
         prompts = validate_prompts(
@@ -206,7 +208,19 @@ class Predictor:
             self.model.sam.low_res_size,
             batched=True,
         )
+        if prompts.batch_size == 0:
+            return self._empty_result(emb, 3 if multimask else 1)
         return self._decode(emb, prompts, multimask)
+
+    def _empty_result(self, emb: Embedding, channels: int) -> PredictResult:
+        """The result of a batch of zero objects (shapes as for B > 0)."""
+        h, w = emb.original_size
+        lh, lw = self.model.sam.low_res_size
+        return PredictResult(
+            np.zeros((0, channels, h, w), bool),
+            np.zeros((0, channels), np.float32),
+            np.zeros((0, channels, lh, lw), np.float32),
+        )
 
     def _require_embedding(self) -> Embedding:
         if self._embedding is None:

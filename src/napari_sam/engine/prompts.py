@@ -24,6 +24,14 @@ class Prompts:
     boxes: np.ndarray | None
     mask_input: np.ndarray | None
 
+    @property
+    def batch_size(self) -> int:
+        """B, the number of objects (0 for an empty batch)."""
+        for arr in (self.points, self.boxes, self.mask_input):
+            if arr is not None:
+                return int(arr.shape[0])
+        return 0
+
     def model_points(
         self, original: tuple[int, int], input_size: tuple[int, int], device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -11,9 +11,13 @@ from PIL import Image
 
 
 def resized_shape(h: int, w: int, long_side: int) -> tuple[int, int]:
-    """(h, w) after scaling the longest side to ``long_side`` (rounded half up)."""
+    """(h, w) after scaling the longest side to ``long_side`` (rounded half up, like
+    the official ``ResizeLongestSide``), but never below 1 pixel: a very thin slice
+    (e.g. 10000 × 10 for a 1024 model, whose short side would round to 0) keeps one
+    row / column. Identical to the official sizes for every slice whose short side
+    rounds to ≥ 1."""
     scale = long_side * 1.0 / max(h, w)
-    return int(h * scale + 0.5), int(w * scale + 0.5)
+    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
 
 
 def resize_rgb(image: np.ndarray, long_side: int) -> np.ndarray:

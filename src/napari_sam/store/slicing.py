@@ -217,7 +217,11 @@ def _axis(a: int, nd: int, what: str) -> int:
 def parse_slices(text: str | None, layout: SliceLayout) -> list[Index]:
     """Slice indices from a command-line range: one entry per slice axis, comma
     separated, each ``N``, ``A:B``, ``A:B:S`` or ``:`` (missing trailing entries mean
-    all). Examples for TZYX: ``"0:50"`` (t 0–49, all z), ``"3,10:20"``, ``":,5"``."""
+    all). Examples for TZYX: ``"0:50"`` (t 0–49, all z), ``"3,10:20"``, ``":,5"``.
+
+    Bounds are checked, never clipped: for an axis of ``n`` slices ``N`` and ``A`` must
+    lie in ``-n .. n-1`` and ``B`` in ``-n .. n`` (negative counts from the end, as in
+    Python), else a ValueError names the valid range."""
     shape = layout.slice_shape
     if text is None or not text.strip():
         return list(layout.indices())
@@ -234,11 +238,22 @@ def parse_slices(text: str | None, layout: SliceLayout) -> list[Index]:
                 bits = [int(b) if b.strip() else None for b in part.split(":")]
                 if len(bits) > 3:
                     raise ValueError
+                start, stop = bits[0], bits[1]
+                if (start is not None and not -n <= start < n) or (
+                    stop is not None and not -n <= stop <= n
+                ):
+                    raise ValueError(
+                        f"--slices entry {part!r} out of range for an axis of {n} slices "
+                        f"(valid: 0:{n}, indices 0..{n - 1})"
+                    )
                 r = range(n)[slice(*bits)]
             else:
                 i = int(part)
                 if not -n <= i < n:
-                    raise ValueError(f"--slices entry {i} out of range for an axis of {n}")
+                    raise ValueError(
+                        f"--slices entry {i} out of range for an axis of {n} slices "
+                        f"(valid indices 0..{n - 1})"
+                    )
                 r = range(i % n, i % n + 1)
         except ValueError as err:
             raise ValueError(

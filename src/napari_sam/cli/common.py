@@ -1,0 +1,93 @@
+"""Helpers shared by the sub-commands: library errors → :class:`UserError` at the place
+they happen, model loading, and CLI wording of embedding-store errors."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from . import UserError, one_line
+
+OVERWRITE_HELP = (
+    "replace an existing output file, and an embedding store (--store) made for another "
+    "model / precision / normalisation / image (recomputing changed slices); without it "
+    "nothing is replaced"
+)
+
+
+@contextlib.contextmanager
+def user_errors(*types: type[BaseException], prefix: str = "") -> Iterator[None]:
+    """Re-raise ``types`` raised in the block as :class:`UserError` (one line, with an
+    optional ``prefix``); use it only around code whose errors of these types describe
+    the user's input (argument checks, parameters, reading input)."""
+    try:
+        yield
+    except UserError:
+        raise
+    except types as err:
+        raise UserError(prefix + one_line(err)) from None
+
+
+def load_model(args: argparse.Namespace) -> Any:
+    """``--model`` / ``--checkpoint`` / ``--device`` / ``--precision`` → a SamModel.
+
+    Unknown registry names, a device that is not available and bad checkpoint files are
+    user errors; weights that cannot be downloaded (offline, hash mismatch) are reported
+    by the top level as they are (``WeightsUnavailableError``, exit 2)."""
+    from ..engine.loader import load_model as _load
+
+    with user_errors(ValueError):  # unknown name / device, CheckpointError (a ValueError)
+        return _load(
+            args.model, checkpoint=args.checkpoint, device=args.device, precision=args.precision
+        )
+
+
+_API_HINT = re.compile(
+    r"[;.]?\s*(Use another store path|recompute it \(on_mismatch|recompute \(overwrite\)).*$",
+    re.IGNORECASE,
+)
+
+
+def store_error(err: BaseException, flag: str) -> UserError:
+    """A store error in command-line words: the API's hint (``on_mismatch=...``) is
+    replaced by the flags that help — ``--overwrite`` or another ``flag`` path — for a
+    mismatched store or a slice whose data changed; other store errors keep their text."""
+    from ..store import StaleSliceError, StoreMismatchError
+
+    text = one_line(err)
+    if isinstance(err, (StoreMismatchError, StaleSliceError)):
+        text = _API_HINT.sub("", text).rstrip(" .;")
+        what = "replace it" if isinstance(err, StoreMismatchError) else "recompute changed slices"
+        text += f"; use --overwrite to {what}, or another {flag} path"
+    return UserError(text)
+
+
+@contextlib.contextmanager
+def store_errors(flag: str) -> Iterator[None]:
+    """Embedding-store errors raised in the block → :func:`store_error` (UserError)."""
+    from ..store import StoreError
+
+    try:
+        yield
+    except StoreError as err:
+        raise store_error(err, flag) from None
+
+
+# the Dask driver (store.precompute._dask_client) reports a scheduler that cannot be
+# reached or a bad worker count as ValueError; only those are the user's, not every
+# ValueError a worker may raise
+_DASK_USER = ("cannot connect to the Dask scheduler", "number of workers", "scheduler must be")
+
+
+@contextlib.contextmanager
+def dask_errors() -> Iterator[None]:
+    """A Dask scheduler the user named that cannot be used → UserError."""
+    try:
+        yield
+    except ValueError as err:
+        if not str(err).startswith(_DASK_USER):
+            raise
+        raise UserError(one_line(err)) from None
