@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import UserError
@@ -51,7 +52,7 @@ def _list(root: Any) -> int:
     from ..store.files import store_info
 
     listing = scan(root)
-    cap = cache_cap_bytes()
+    cap = _configured_cap(cache_cap_bytes)
     print(f"cache: {root}")
     if not listing.entries:
         print("no embedding stores" + ("" if root.is_dir() else " (directory does not exist)"))
@@ -86,7 +87,7 @@ def _clean(root: Any, args: argparse.Namespace) -> int:
         raise UserError(f"--older-than must be ≥ 0 days, got {args.older_than:g}")
     if args.all and (args.max_gb is not None or args.older_than is not None):
         raise UserError("--all removes every store: do not combine it with --max-gb/--older-than")
-    cap = cache_cap_bytes()
+    cap = _configured_cap(cache_cap_bytes)
     max_bytes = None if args.max_gb is None else int(args.max_gb * 1e9)
     if not args.all and args.older_than is None and max_bytes is None:
         max_bytes = cap
@@ -133,3 +134,11 @@ def _cap(cap: int | None) -> str:
 
 def _shape(t: Any) -> str:
     return "(" + ", ".join(str(v) for v in t) + ")"
+
+
+def _configured_cap(cache_cap_bytes: Callable[[], int | None]) -> int | None:
+    """The configured cap; a malformed NAPARI_SAM_CACHE_MAX_GB is the user's to fix."""
+    try:
+        return cache_cap_bytes()
+    except ValueError as err:
+        raise UserError(str(err)) from None
