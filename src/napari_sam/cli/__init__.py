@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "info": ".info",
     "propagate": ".propagate",
     "amg": ".amg",
+    "replay": ".replay",
+    "export": ".export",
 }
 
 
