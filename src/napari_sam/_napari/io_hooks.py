@@ -95,8 +95,7 @@ def _write(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 def _table(path: Path, block: dict[str, Any]):
     from ..export.table import features, read_table, table_path
 
-    name = block.get("table")
-    csv = path.with_name(name) if name else table_path(path)
+    csv = table_path(path)
     if not csv.is_file():
         return None
     return features(read_table(csv))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -296,4 +297,6 @@ def _register_label(image: Path, name: str) -> None:
     _update_group_json(group, add)
     root = json.loads((image / "zarr.json").read_text(encoding="utf-8"))
     if root.get("consolidated_metadata"):
-        zarr.consolidate_metadata(str(image))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "not part of the v3 spec"
+            zarr.consolidate_metadata(str(image))

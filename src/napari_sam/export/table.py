@@ -55,7 +55,6 @@ def iter_object_table(
     2–5 axes); yields Progress per chunk, returns a DataFrame (one row per id, sorted).
     chunks: dask chunking for numpy input (default: blocks of whole slices of ~64 MB;
     zarr / dask input keeps its own chunks)."""
-    import pandas as pd
     from skimage.measure import regionprops_table
 
     arr = _as_dask(labels, chunks)
@@ -69,21 +68,13 @@ def iter_object_table(
     offsets = [np.concatenate([[0], np.cumsum(c)[:-1]]) for c in arr.chunks]
     parts, pairs = [], []
     blocks = list(np.ndindex(*arr.numblocks))
-    props = ("label", "area", "centroid", "bbox")
     for i, b in enumerate(blocks):
         block = np.asarray(arr.blocks[b].compute())
         origin = np.array([offsets[d][b[d]] for d in range(nd)])
         if block.any():
             if block.dtype.kind == "i" and block.min() < 0:
                 raise ValueError("labels must not be negative")
-            t = regionprops_table(block, properties=props)
-            n = t["area"].astype(np.float64)
-            part = {"label": t["label"].astype(np.int64), "voxels": t["area"].astype(np.int64)}
-            for d in range(nd):
-                part[f"s{d}"] = (t[f"centroid-{d}"] + origin[d]) * n
-                part[f"lo{d}"] = t[f"bbox-{d}"] + origin[d]
-                part[f"hi{d}"] = t[f"bbox-{d + nd}"] + origin[d]
-            parts.append(pd.DataFrame(part))
+            parts += _measure(block, origin, regionprops_table)
             pairs.append(_slice_pairs(block, origin[:-2], lead_shape))
         yield Progress(i + 1, len(blocks), f"object table: chunk {i + 1}/{len(blocks)}")
     return _finish(parts, pairs, cal, provenance)
@@ -99,10 +90,16 @@ def features(table: pd.DataFrame) -> pd.DataFrame:
 
 def table_path(labels_path: str | os.PathLike) -> Path:
     """Where the table of an export goes: ``cells.ome.zarr`` → ``cells.objects.csv``,
-    ``labels.tif`` → ``labels.objects.csv`` (same folder)."""
+    ``labels.tif`` → ``labels.objects.csv`` (same folder); labels inside an image,
+    ``image.ome.zarr/labels/nuclei`` → ``image.nuclei.objects.csv`` beside the image
+    (not inside the zarr hierarchy)."""
     from .atomic import base_name
+    from .ome_zarr import enclosing_image
 
     p = Path(labels_path)
+    image = enclosing_image(p)
+    if image is not None:
+        return image.with_name(f"{base_name(image)}.{p.name}.objects.csv")
     return p.with_name(base_name(p) + ".objects.csv")
 
 
@@ -142,6 +139,40 @@ def _default_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
         lead.append(k)
         n = max(1, n // max(s, 1))
     return (*reversed(lead), *shape[-2:])
+
+
+def _measure(block: np.ndarray, origin: np.ndarray, regionprops_table) -> list:
+    """Partial sums of one chunk: per id, voxel count, coordinate sums and bbox (global
+    voxel indices, exclusive upper bounds). regionprops works on 2D / 3D arrays: the
+    chunk is measured per 3D sub-block along any further leading axes."""
+    import pandas as pd
+
+    nd = block.ndim
+    k = nd - min(nd, 3)
+    out = []
+    for lead in np.ndindex(*block.shape[:k]):
+        sub = block[lead]
+        if not sub.any():
+            continue
+        ids = None
+        if sub.max() > sub.size:  # sparse large ids: regionprops sizes lists by max id
+            ids, inv = np.unique(sub, return_inverse=True)
+            sub = inv.reshape(sub.shape)
+        t = regionprops_table(sub, properties=("label", "area", "centroid", "bbox"))
+        n = t["area"].astype(np.float64)
+        lab = t["label"].astype(np.int64) if ids is None else ids[t["label"]].astype(np.int64)
+        part = {"label": lab, "voxels": t["area"].astype(np.int64)}
+        for d in range(nd):
+            if d < k:
+                c = float(origin[d] + lead[d])
+                part[f"s{d}"], part[f"lo{d}"], part[f"hi{d}"] = c * n, c, c + 1
+            else:
+                e, o = d - k, origin[d]
+                part[f"s{d}"] = (t[f"centroid-{e}"] + o) * n
+                part[f"lo{d}"] = t[f"bbox-{e}"] + o
+                part[f"hi{d}"] = t[f"bbox-{e + nd - k}"] + o
+        out.append(pd.DataFrame(part))
+    return out
 
 
 def _slice_pairs(block: np.ndarray, lead_origin: np.ndarray, lead_shape) -> np.ndarray:
