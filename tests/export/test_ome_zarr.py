@@ -77,6 +77,17 @@ def test_pyramid_is_labels_only_never_interpolated(tmp_path, labels3d, cal3d) ->
     assert (lev1[0, 12:18, 16:24] == 2).all()
 
 
+def test_pyramid_rule_is_the_block_mode(tmp_path) -> None:
+    """Each level-1 voxel is the most frequent id of its 2 × 2 block, smallest on a tie."""
+    lab = np.array([[5, 5, 0, 7],
+                    [5, 9, 7, 0],
+                    [3, 4, 8, 8],
+                    [4, 3, 8, 2]], np.uint16)
+    out = tmp_path / "m.ome.zarr"
+    export_labels(out, lab, levels=1, table=False)
+    np.testing.assert_array_equal(np.asarray(read_ome_zarr(out, 1).data), [[5, 0], [3, 8]])
+
+
 def test_auto_levels_and_no_pyramid_for_small_labels(tmp_path, labels3d, cal3d) -> None:
     out = tmp_path / "s.ome.zarr"
     export_labels(out, labels3d, cal3d, table=False)

@@ -7,9 +7,9 @@ metadata and the image's ``labels`` group lists ``<name>`` (the NGFF image-label
 relation). Axes carry names and types (t / c / z / y / x; time / channel / space) and
 units when known; every level's coordinate transformations are [scale, translation]
 from the layer's scale and translate. The pyramid halves y and x per level
-(``ITKWASM_LABEL_IMAGE``: each output voxel is the mode of its neighbourhood's labels —
-never an interpolated id) and is written chunk by chunk from dask, so lazy labels
-larger than RAM are streamed. napari-sam's own block (calibration, provenance, table
+(``DASK_IMAGE_MODE``: each output voxel is the most frequent id of its 2 × 2 block, the
+smallest on a tie — never an interpolated id) and is written chunk by chunk from dask,
+so lazy labels larger than RAM are streamed. napari-sam's own block (calibration, provenance, table
 file) is in the root attributes under ``napari_sam``.
 """
 
@@ -125,7 +125,7 @@ def write_ome_zarr(
     )
     factors = pyramid_factors(arr.shape, cal.axes, levels)
     ms = nz.to_multiscales(
-        img, scale_factors=factors, method=nz.Methods.ITKWASM_LABEL_IMAGE, chunks=arr.chunksize
+        img, scale_factors=factors, method=nz.Methods.DASK_IMAGE_MODE, chunks=arr.chunksize
     )
     ms.root_attributes = {EXPORT_KEY: export_block(cal, name, provenance, table)}
     with atomic_output(target, overwrite, is_export) as tmp:
