@@ -68,7 +68,7 @@ def child(src: str, out: str) -> None:
     import ngff_zarr  # noqa: F401
     import pandas  # noqa: F401
     import skimage.measure  # noqa: F401
-    import tifffile  # noqa: F401
+    import tifffile
     import zarr
 
     from napari_sam.export import Calibration, export_labels

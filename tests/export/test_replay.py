@@ -193,3 +193,38 @@ def test_replay_reports_divergence_and_refuses_other_weights(demo, volume, tiny_
         replay(prov, image, tiny_model)
     with pytest.raises(ProvenanceError, match="image shape"):
         replay(prov, image[:2], demo)
+
+
+def test_replay_volume_automatic_masks_and_rgb_slices(tiny_model) -> None:
+    """Automatic masks through a (T, Z, Y, X) volume (z-linked) and on an RGB slice,
+    with the tiny random model: replay equals the direct run."""
+    from napari_sam.engine.amg_volume import VolumeAmg
+    from napari_sam.engine.progress import run_to_end
+
+    rng = np.random.default_rng(3)
+    image = (rng.random((2, 3, 48, 40)) * 255).astype(np.uint8)
+    params = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    p = Predictor(tiny_model)
+    amg = AutomaticMaskGenerator(tiny_model, **params)
+    vol = VolumeAmg(amg, lambda z: p.compute_embedding(image[1, z]), 3, link=True,
+                    link_iou=0.3, min_slices=1)
+    plane = run_to_end(vol.run()).astype(np.uint32)
+    assert plane.max() > 0
+    labels = np.zeros(image.shape, np.uint32)
+    labels[1] = plane
+    prov = Provenance.create(tiny_model, image_shape=image.shape)
+    prov.add_automatic((1,), params, range(1, int(plane.max()) + 1),
+                       volume={"link": True, "link_iou": 0.3, "min_slices": 1})
+    result = replay(Provenance.from_dict(prov.to_dict()), image, tiny_model)
+    assert result.mismatches == []
+    np.testing.assert_array_equal(result.labels, labels)
+
+    rgb = (rng.random((2, 40, 48, 3)) * 255).astype(np.uint8)
+    prov = Provenance.create(tiny_model, image_shape=rgb.shape, rgb=True)
+    r = PromptRound.create(box=[5, 5, 30, 40])
+    prov.add_prompted((1,), [r], [1])
+    p.set_image(rgb[1])
+    mask = p.predict(box=r.box, multimask=False, best_only=True).masks[0]
+    result = replay(prov, rgb, tiny_model)
+    assert result.labels.shape == (2, 40, 48)
+    np.testing.assert_array_equal(result.labels[1], mask.astype(np.uint32))
