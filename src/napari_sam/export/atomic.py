@@ -102,7 +102,7 @@ def _replace(tmp: Path, target: Path) -> None:
     except OSError:
         os.rename(old, target)  # put the previous export back
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    _remove(old)
 
 
 def _remove(path: Path) -> None:
