@@ -36,6 +36,8 @@ COMMANDS: dict[str, str] = {
     "propagate": ".propagate",
     "amg": ".amg",
     "cache": ".cache",
+    "replay": ".replay",
+    "export": ".export",
 }
 
 # (module, class) of napari-sam errors that are always the user's situation, not a bug.

@@ -1,0 +1,264 @@
+"""Headless replay: re-create a label image from its provenance (:mod:`.provenance`) by
+re-running every action in order on the image, with the recorded model, precision and
+normalisation.
+
+Commit semantics are the interactive ones (``engine.labels``): a prompted object gets
+the next free id (1 + the largest id) and never overwrites other objects unless the
+action says so; automatic masks are merged with their ids shifted above the largest id;
+propagation writes only into empty voxels; a manual edit paints its recorded voxels.
+In fp32 (the exact mode) the result equals the labels the actions produced; the ids each
+action wrote are compared with the recorded ones and differences reported.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..engine.image import Normalization
+from ..engine.labels import next_free_id, paint_mask
+from ..engine.loader import SamModel
+from ..engine.predictor import Embedding, Predictor
+from ..engine.progress import Progress, run_to_end
+from .provenance import PromptRound, Provenance, ProvenanceError, rle_decode
+
+EMBEDDINGS_IN_RAM = 64  # slices kept while replaying
+
+
+@dataclass
+class ReplayResult:
+    """labels: the re-created label image (image shape without RGB / channel axes);
+    mismatches: one line per action whose written ids differ from the recorded ones."""
+
+    labels: np.ndarray
+    mismatches: list[str] = field(default_factory=list)
+
+
+def replay(
+    provenance: Provenance, image: Any, model: SamModel | None = None, **kwargs: Any
+) -> ReplayResult:
+    """Run :func:`iter_replay` to the end."""
+    return run_to_end(iter_replay(provenance, image, model, **kwargs))
+
+
+def iter_replay(
+    provenance: Provenance,
+    image: Any,
+    model: SamModel | None = None,
+    *,
+    device: str = "auto",
+    checkpoint: str | None = None,
+    labels_dtype: Any = np.uint32,
+) -> Generator[Progress, None, ReplayResult]:
+    """Replay ``provenance`` on ``image`` (numpy / dask / zarr, the recorded shape);
+    yields Progress after each action. model: an already loaded model (its weights
+    hash must match the recorded one); None → loaded by the recorded name (or
+    ``checkpoint``) with the recorded precision."""
+    prov = provenance
+    shape = tuple(int(s) for s in image.shape)
+    if list(shape) != list(prov.image["shape"]):
+        raise ProvenanceError(
+            f"image shape {shape} is not the recorded {tuple(prov.image['shape'])}: "
+            "replay needs the image the labels were made on"
+        )
+    if prov.tiling is not None:
+        raise ProvenanceError("tiled provenance cannot be replayed by this napari-sam version")
+    model = _model(prov, model, device, checkpoint)
+    run = _Replayer(prov, image, model, np.dtype(labels_dtype))
+    n = len(prov.actions)
+    for i, action in enumerate(prov.actions):
+        ids = run.apply(action)
+        if ids != [int(v) for v in action.get("ids", [])]:
+            run.mismatches.append(
+                f"action {i} ({action['kind']}): wrote ids {ids}, recorded {action.get('ids')}"
+            )
+        yield Progress(i + 1, n, f"action {i + 1}/{n}: {action['kind']}")
+    return ReplayResult(run.labels, run.mismatches)
+
+
+def normalization_from_signature(sig: dict[str, Any]) -> Normalization:
+    """The :class:`Normalization` whose ``signature()`` is ``sig``."""
+    rule = Normalization().signature()["rule"]
+    if sig.get("rule") != rule:
+        raise ProvenanceError(f"normalisation rule {sig.get('rule')!r} is not {rule!r}")
+    cl = sig.get("contrast_limits")
+    return Normalization(
+        contrast_limits=None if cl is None else (float(cl[0]), float(cl[1])),
+        percentiles=tuple(float(p) for p in sig["percentiles"]),
+    )
+
+
+def _model(prov: Provenance, model: SamModel | None, device: str, checkpoint) -> SamModel:
+    info = prov.model
+    if model is None:
+        from ..engine.loader import load_model
+
+        model = load_model(
+            info["name"], checkpoint=checkpoint or info.get("checkpoint"), device=device,
+            precision=info.get("precision", "fp32"),
+        )
+    if info.get("weights_hash") and model.weights_hash != info["weights_hash"]:
+        raise ProvenanceError(
+            f"model {model.name!r} has other weights ({model.weights_hash[:12]}) than the "
+            f"recorded {info['weights_hash'][:12]}: give the checkpoint the labels were made with"
+        )
+    return model
+
+
+class _Replayer:
+    def __init__(self, prov: Provenance, image, model: SamModel, dtype: np.dtype) -> None:
+        self.image, self.model = image, model
+        self.norm = normalization_from_signature(prov.normalization)
+        self.rgb = bool(prov.image.get("rgb", False))
+        self.channel_axis = prov.image.get("channel_axis")
+        shape = list(image.shape[:-1] if self.rgb else image.shape)
+        if self.channel_axis is not None:
+            del shape[self.channel_axis]
+        self.labels = np.zeros(shape, dtype)
+        self.mismatches: list[str] = []
+        self._encoder = Predictor(model, self.norm)
+        self._ram: OrderedDict[tuple[int, ...], Embedding] = OrderedDict()
+
+    # ------------------------------------------------------------------ helpers
+    def embedding(self, index: tuple[int, ...]) -> Embedding:
+        emb = self._ram.get(index)
+        if emb is None:
+            emb = self._encoder.compute_embedding(self.slice(index))
+            self._ram[index] = emb
+            while len(self._ram) > EMBEDDINGS_IN_RAM:
+                self._ram.popitem(last=False)
+        self._ram.move_to_end(index)
+        return emb
+
+    def slice(self, index: tuple[int, ...]) -> np.ndarray:
+        return np.asarray(self.image[index])
+
+    def labels_index(self, index: tuple[int, ...]) -> tuple[int, ...]:
+        if self.channel_axis is None:
+            return index
+        return index[: self.channel_axis] + index[self.channel_axis + 1 :]
+
+    def mask_from_rounds(self, index: tuple[int, ...], rounds: list[dict]) -> np.ndarray:
+        """The preview mask of a chain of prompt rounds, as the interactive session
+        computes it (one click alone: best of 3; refinements get the previous logits)."""
+        p = Predictor(self.model, self.norm)
+        p.set_embedding(self.embedding(index))
+        logits = None
+        for k, d in enumerate(rounds):
+            r = PromptRound.from_dict(d)
+            mask_input = logits if k > 0 else None
+            multimask = r.box is None and len(r.points) == 1 and mask_input is None
+            res = p.predict(
+                points=list(r.points) or None,
+                labels=list(r.labels) or None,
+                box=r.box,
+                mask_input=mask_input,
+                multimask=multimask,
+                best_only=True,
+            )
+            logits = res.logits[0]
+        return res.masks[0]
+
+    def merge(self, key: tuple[int, ...], block: np.ndarray, overwrite: bool) -> None:
+        """Write the non-zero voxels of ``block`` into ``labels[key]`` (only into empty
+        voxels unless ``overwrite``)."""
+        view = self.labels[key] if key else self.labels
+        target = block > 0
+        if not overwrite:
+            target &= view == 0
+        view[target] = block[target].astype(self.labels.dtype, copy=False)
+
+    # ------------------------------------------------------------------ actions
+    def apply(self, a: dict[str, Any]) -> list[int]:
+        handler: Callable[[dict[str, Any]], list[int]] = {
+            "click": self._prompted,
+            "box": self._prompted,
+            "points+box": self._prompted,
+            "automatic": self._automatic,
+            "propagated": self._propagated,
+            "edited": self._edited,
+        }[a["kind"]]
+        if a.get("tile") is not None:
+            raise ProvenanceError("tiled actions cannot be replayed by this napari-sam version")
+        return handler(a)
+
+    def _prompted(self, a: dict[str, Any]) -> list[int]:
+        index = tuple(a["index"])
+        mask = self.mask_from_rounds(index, a["rounds"])
+        plane = self.labels[self.labels_index(index)]
+        label_id, written = paint_mask(
+            plane, mask, label_id=next_free_id(self.labels), overwrite=bool(a["overwrite"])
+        )
+        return [label_id] if written.any() else []
+
+    def _automatic(self, a: dict[str, Any]) -> list[int]:
+        from ..engine.amg import AutomaticMaskGenerator
+
+        index = tuple(a["index"])
+        amg = AutomaticMaskGenerator(self.model, normalization=self.norm, **a["params"])
+        crops = amg.crop_n_layers > 0
+
+        def image(i: tuple[int, ...]) -> np.ndarray | None:
+            return self.slice(i) if crops else None
+
+        volume = a.get("volume")
+        if volume is None:
+            plane = amg.generate(self.embedding(index), image=image(index)).labels
+        else:
+            from ..engine.amg_volume import VolumeAmg
+
+            nz = self.labels.shape[len(self.labels_index(index))]
+            vol = VolumeAmg(
+                amg,
+                lambda z: self.embedding((*index, z)),
+                nz,
+                image=lambda z: image((*index, z)),
+                link=bool(volume.get("link", True)),
+                link_iou=float(volume["link_iou"]),
+                min_slices=int(volume["min_slices"]),
+            )
+            plane = run_to_end(vol.run())
+        plane = np.asarray(plane, np.uint32)
+        n = int(plane.max()) if plane.size else 0
+        if n == 0:
+            return []
+        offset = next_free_id(self.labels) - 1
+        block = np.where(plane > 0, plane.astype(np.int64) + offset, 0)
+        self.merge(self.labels_index(index), block, bool(a["overwrite"]))
+        return list(range(offset + 1, offset + n + 1))
+
+    def _propagated(self, a: dict[str, Any]) -> list[int]:
+        from ..engine.propagate import Propagator
+
+        lead = tuple(a["index"])
+        key = self.labels_index(lead)
+        seeds = np.array(self.labels[key] if key else self.labels)
+        objects = {int(o) for o in a.get("objects", [])}
+        seed = a.get("seed")
+        if seed is not None:
+            z0 = int(seed["z"])
+            mask = self.mask_from_rounds((*lead, z0), seed["rounds"])
+            new_id = next_free_id(self.labels)
+            seeds[z0][mask & (seeds[z0] == 0)] = new_id
+            objects.add(new_id)
+        params = dict(a.get("params", {}))
+        if params.get("stop_slices") is not None:
+            params["stop_slices"] = {int(k): set(v) for k, v in params["stop_slices"].items()}
+        prop = Propagator(
+            self.model, lambda z: self.embedding((*lead, z)), seeds, sorted(objects),
+            prefetch=False, **params,
+        )
+        result = run_to_end(prop.run())
+        self.merge(key, result, overwrite=False)
+        return sorted(objects)
+
+    def _edited(self, a: dict[str, Any]) -> list[int]:
+        e = a["edit"]
+        mask = rle_decode(e["rle"], e["shape"])
+        region = tuple(slice(o, o + s) for o, s in zip(e["origin"], e["shape"], strict=True))
+        self.labels[region][mask] = int(e["value"])
+        return [int(v) for v in a.get("ids", [])]
