@@ -48,6 +48,8 @@ USER_FACING: tuple[tuple[str, str], ...] = (
     ("napari_sam.model.checkpoint", "CheckpointError"),
     ("napari_sam.store", "StoreError"),  # and its subclasses (mismatch, write, stale)
     ("napari_sam.outputs", "OutputError"),
+    ("napari_sam.export", "ExportError"),  # a target that cannot be written / replaced
+    ("napari_sam.export", "ProvenanceError"),  # a provenance that does not fit the image
 )
 DEBUG_ENV = "NAPARI_SAM_DEBUG"
 REPORT_AT = "the napari-sam issue tracker"
