@@ -11,6 +11,8 @@ from napari_sam.engine.loader import load_model
 from napari_sam.model.build import CONFIGS, build_sam, config_name, infer_config
 from napari_sam.model.checkpoint import CheckpointError, load_sam_checkpoint
 
+from requires import require
+
 
 def _state(model):
     return {k: v.clone() for k, v in model.sam.state_dict().items()}
@@ -149,7 +151,7 @@ def test_not_sam_state_dict(tmp_path):
 
 def test_published_architectures_match_official_keys_and_shapes():
     """Our vit_b/l/h/t have exactly the official parameter names and shapes."""
-    segment_anything = pytest.importorskip("segment_anything")
+    segment_anything = require("segment_anything")
     for name in ["vit_b", "vit_l", "vit_h"]:
         with torch.device("meta"):
             ours = build_sam(CONFIGS[name]).state_dict()

@@ -12,9 +12,10 @@ from napari_sam.engine.predictor import Predictor
 from napari_sam.store import EmbeddingStore, precompute
 from napari_sam.store.precompute import worker_load_counts
 
+from requires import require
 from store_helpers import volume
 
-distributed = pytest.importorskip("distributed")
+distributed = require("distributed")
 
 
 @pytest.fixture(scope="module")
