@@ -222,11 +222,14 @@ def test_leftovers_of_interrupted_removals_and_creations_are_cleaned(tmp_path, m
     os.utime(stale, (old, old))
     other = tmp_path / "t.zarr.deleting-0123abcd"  # another store's: not ours to judge
     other.mkdir()
+    notes = tmp_path / "s.zarr.deleting-notes"  # not a name napari-sam makes
+    notes.write_text("keep")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing to report
         EmbeddingStore.open(path, model, image=img)
     assert not trash.exists() and not stale.exists()
-    assert fresh.exists() and other.exists()  # a creation may be running right now
+    assert fresh.exists()  # a creation may be running right now
+    assert other.exists() and notes.read_text() == "keep"
 
 
 def test_failure_to_delete_an_old_store_is_reported_and_retried(tmp_path, model, monkeypatch):

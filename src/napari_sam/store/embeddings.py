@@ -40,7 +40,7 @@ from .creation import Mode, open_group, resolve
 from .files import (
     OVERWRITE_HINT,
     StaleSliceError,
-    StoreError,
+    StoreDamagedError,
     StoreMismatchError,
     StoreReadError,
     StoreWriteError,
@@ -171,7 +171,7 @@ class EmbeddingStore:
         the one this object opened (same signature and ``store_id``)."""
         try:
             now = read_attrs(self.path)
-        except StoreError as err:
+        except StoreDamagedError as err:
             now, why = None, str(err)
         else:
             why = "it is gone" if now is None else "its signature is now another"
@@ -206,19 +206,19 @@ class EmbeddingStore:
             )
         return data
 
-    def _read(self, array: Any, index: Index, what: str) -> np.ndarray | None:
-        """``array[index]``; None when its chunk cannot be decoded (truncated, garbage:
-        the slice is missing). An I/O or permission error is a StoreReadError."""
-        with read_errors(self.path, f"reading the {what} of slice {index}"):
+    def _read(self, array: Any, key: Any, what: str) -> np.ndarray | None:
+        """``array[key]``; None when a chunk cannot be decoded (truncated, garbage: the
+        slice is missing). An I/O or permission error is a StoreReadError."""
+        with read_errors(self.path, f"reading {what}"):
             try:
-                return np.asarray(array[index])
+                return np.asarray(array[key])
             except ValueError:  # zarr / numpy: the chunk's bytes do not decode
                 return None
 
     def _marker(self, index: Index) -> Marker | None:
         if self._marker_files.damaged(index):
             return None
-        raw = self._read(self._markers, index, "completion marker")
+        raw = self._read(self._markers, index, f"the completion marker of slice {index}")
         return None if raw is None else Marker.decode(raw)
 
     def is_complete(self, index: int | Iterable[int]) -> bool:
@@ -235,7 +235,7 @@ class EmbeddingStore:
         ok = [i for i in idx if not self._marker_files.damaged(i)]
         raw = None
         if len(ok) > 8 and len(ok) * 4 >= self.layout.n_slices:
-            raw = self._read(self._markers, (Ellipsis,), "completion markers")
+            raw = self._read(self._markers, (Ellipsis,), "the completion markers")
         if raw is not None:
             marked = {i for i in ok if Marker.decode(raw[i]) is not None}
         else:
@@ -270,7 +270,7 @@ class EmbeddingStore:
                     f"recompute it: {OVERWRITE_HINT}"
                 )
             return None
-        values = self._read(self._emb, idx, "embedding")
+        values = self._read(self._emb, idx, f"the embedding of slice {idx}")
         if values is None or chunk_checksum(values, self._salt) != marker.checksum:
             return None
         features = torch.from_numpy(values.astype(np.float32))[None]
@@ -356,7 +356,8 @@ class _ChunkFiles:
         self.root = root
         self.meta = array.metadata
         self.tail = (0,) * (array.ndim - len(layout.slice_shape))
-        raw = all(type(c).__name__ == "BytesCodec" for c in getattr(self.meta, "codecs", ()))
+        codecs = getattr(self.meta, "codecs", ())
+        raw = all(isinstance(c, zarr.codecs.BytesCodec) for c in codecs)
         self.size = math.prod(array.chunks) * array.dtype.itemsize if raw else None
 
     def damaged(self, index: Index) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import re
 import shutil
 import sys
 import time
@@ -166,12 +167,11 @@ def clean_leftovers(path: Path) -> None:
     parent = path.parent
     if not parent.is_dir():
         return
+    leftover = re.compile(re.escape(path.name) + r"\.(deleting|creating)-[0-9a-f]{8}")
     now = time.time()
     for p in parent.iterdir():
-        if not p.name.startswith(path.name + "."):
-            continue
-        kind = p.name[len(path.name) + 1 :].split("-", 1)[0]
-        if kind == "deleting" or (kind == "creating" and _age(p, now) > CREATING_MAX_AGE_S):
+        m = leftover.fullmatch(p.name)
+        if m and (m[1] == "deleting" or _age(p, now) > CREATING_MAX_AGE_S):
             delete_tree(p)
 
 
