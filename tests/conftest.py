@@ -12,7 +12,13 @@ import torch._dynamo
 from napari_sam.engine.loader import SamModel
 from napari_sam.model.build import SamConfig
 
+from requires import fail_on_skips
 from tiny import TINY, make_tiny
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI (``$CI`` set) any skipped test fails the run (tests/requires.py)."""
+    fail_on_skips(session)
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import xxhash
 
-from napari_sam import weights
 from napari_sam.weights import (
     MODEL_TYPES,
     REGISTRY,
@@ -44,14 +44,44 @@ def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _make_handler(body: bytes, mode: str, gate: threading.Event | None) -> type:
+def _make_handler(
+    body: bytes, mode: str, gate: threading.Event | None, requests: list[str]
+) -> type:
+    """Modes: "full"; "truncate" (Content-Length, dies half-way); "trickle" (one byte
+    every 0.1 s); "silent" (headers, then nothing); "nolength" / "nolength-cut" (no
+    Content-Length, not chunked: the body ends when the connection closes, complete or
+    half-way); "chunked-cut" (chunked transfer cut off half-way)."""
+
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            requests.append(self.path)
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(body)))  # always the full size
-            self.end_headers()
             half = len(body) // 2
+            if mode.startswith("nolength"):
+                self.close_connection = True
+                self.end_headers()
+                self.wfile.write(body[:half] if mode == "nolength-cut" else body)
+                return
+            if mode == "chunked-cut":
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"%x\r\n%s\r\n" % (half, body[:half]))
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            self.send_header("Content-Length", str(len(body)))  # the full size
+            self.end_headers()
+            if mode in ("trickle", "silent"):
+                stop.wait(0.1)
+                for byte in body[: 200 if mode == "trickle" else 0]:
+                    if stop.wait(0.1):
+                        return
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                stop.wait(5)
+                return
             self.wfile.write(body[:half])
             self.wfile.flush()
             if mode == "truncate":  # die mid-transfer
@@ -69,16 +99,20 @@ def _make_handler(body: bytes, mode: str, gate: threading.Event | None) -> type:
 
 
 ServeFn = Callable[..., str]
+stop = threading.Event()  # ends the trickling / silent handlers at teardown
+REQUESTS: list[str] = []  # paths requested from the servers of the running test
 
 
 @pytest.fixture
 def serve() -> Iterator[ServeFn]:
     """Start ThreadingHTTPServers on 127.0.0.1:0; returns a factory giving the file URL."""
     servers: list[tuple[http.server.ThreadingHTTPServer, threading.Thread]] = []
+    stop.clear()
+    REQUESTS.clear()
 
     def start(body: bytes, mode: str = "full", gate: threading.Event | None = None) -> str:
         server = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), _make_handler(body, mode, gate)
+            ("127.0.0.1", 0), _make_handler(body, mode, gate, REQUESTS)
         )
         server.daemon_threads = True
         thread = threading.Thread(
@@ -89,6 +123,7 @@ def serve() -> Iterator[ServeFn]:
         return f"http://127.0.0.1:{server.server_address[1]}/weights.pth"
 
     yield start
+    stop.set()
     for server, thread in servers:
         server.shutdown()
         server.server_close()
@@ -194,12 +229,40 @@ def test_cache_hit_needs_no_network(tmp_path: Path, payload: bytes) -> None:
         )
 
 
-def test_corrupt_cache_is_redownloaded(tmp_path: Path, payload: bytes, serve: ServeFn) -> None:
-    (tmp_path / "test_weights.pth").write_bytes(payload[:1000])
+@pytest.mark.parametrize("placed", ["truncated", "other file"])
+def test_hand_placed_file_with_another_hash_is_kept_and_refused(
+    tmp_path: Path, payload: bytes, serve: ServeFn, placed: str
+) -> None:
+    """Offline users place checkpoints by hand: such a file is never deleted and never
+    downloaded over; a hash mismatch is refused with both hashes and the path."""
+    mine = payload[:1000] if placed == "truncated" else b"my own fine-tuned weights" * 100
+    target = tmp_path / "test_weights.pth"
+    target.write_bytes(mine)
     info = _info(serve(payload), _sha256(payload))
-    with pytest.warns(UserWarning, match="corrupt"):
-        path = fetch_weights(info, cache_dir=tmp_path, progress=False)
-    assert path.read_bytes() == payload
+    with pytest.raises(WeightsHashError) as excinfo:
+        fetch_weights(info, cache_dir=tmp_path, progress=False)
+    err = excinfo.value
+    assert err.expected == _sha256(payload) and err.actual == _sha256(mine)
+    assert err.target == target
+    for text in (str(target), _sha256(payload), _sha256(mine), "left untouched",
+                 "NAPARI_SAM_ALLOW_HASH_MISMATCH=1", "delete it"):
+        assert text in str(err)
+    assert target.read_bytes() == mine and _listing(tmp_path) == ["test_weights.pth"]
+    assert REQUESTS == []  # nothing was downloaded over it
+
+
+def test_hash_mismatch_can_be_allowed_explicitly(
+    tmp_path: Path, payload: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "test_weights.pth"
+    target.write_bytes(b"my weights")
+    info = _info(_closed_port_url(), _sha256(payload))
+    with pytest.warns(UserWarning, match="hash mismatch explicitly allowed"):
+        assert fetch_weights(info, cache_dir=tmp_path, allow_hash_mismatch=True) == target
+    monkeypatch.setenv("NAPARI_SAM_ALLOW_HASH_MISMATCH", "1")
+    with pytest.warns(UserWarning, match=_sha256(b"my weights")):
+        assert fetch_weights(info, cache_dir=tmp_path) == target
+    assert target.read_bytes() == b"my weights"
 
 
 def test_offline_error_message_is_actionable(tmp_path: Path, payload: bytes) -> None:
@@ -280,17 +343,71 @@ def test_registry_entries_are_well_formed() -> None:
 
 
 def test_xxh128_hash_is_verified(tmp_path: Path, payload: bytes, serve: ServeFn) -> None:
-    xxhash = pytest.importorskip("xxhash")
     known = "xxh128:" + xxhash.xxh128(payload).hexdigest()
     path = fetch_weights(_info(serve(payload), known), cache_dir=tmp_path, progress=False)
     assert path.read_bytes() == payload
+    wrong = "xxh128:" + "0" * 32
+    with pytest.raises(WeightsHashError):
+        fetch_weights(_info(serve(payload), wrong), cache_dir=tmp_path / "b", progress=False)
 
 
-def test_missing_xxhash_warns_and_downloads(
+@pytest.mark.parametrize("known", ["md4x:" + "0" * 32, "xxh999:" + "0" * 32])
+def test_unverifiable_hash_is_an_error(
+    tmp_path: Path, payload: bytes, serve: ServeFn, known: str
+) -> None:
+    """A hash that cannot be checked never means "download unverified" (fail closed)."""
+    (tmp_path / "cached").mkdir()
+    (tmp_path / "cached" / "test_weights.pth").write_bytes(payload)
+    for cache in (tmp_path / "empty", tmp_path / "cached"):
+        with pytest.raises(WeightsHashError, match="unknown algorithm") as excinfo:
+            fetch_weights(_info(serve(payload), known), cache_dir=cache, progress=False)
+        assert excinfo.value.expected == known
+    assert REQUESTS == [] and not (tmp_path / "empty").exists()
+
+
+@pytest.mark.parametrize("known", ["hash", None])
+@pytest.mark.parametrize("mode", ["trickle", "silent"])
+def test_stalled_or_trickling_download_times_out(
+    tmp_path: Path, payload: bytes, serve: ServeFn, mode: str, known: str | None
+) -> None:
+    """A server sending one byte per 0.1 s (or nothing) never hangs the download: the
+    overall deadline (or the read timeout) ends it, and nothing is left behind."""
+    info = _info(serve(payload, mode=mode), _sha256(payload) if known else None)
+    with pytest.raises(WeightsUnavailableError) as excinfo:
+        fetch_weights(info, cache_dir=tmp_path, progress=False, timeout=1.0)
+    assert not isinstance(excinfo.value, WeightsHashError)
+    assert re.search(r"longer than 1 s|timed out", str(excinfo.value))
+    assert _listing(tmp_path) == []
+
+
+def test_download_timeout_from_the_environment(
     tmp_path: Path, payload: bytes, serve: ServeFn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(weights, "_algorithm_available", lambda alg: alg == "sha256")
-    info = _info(serve(payload), "xxh128:" + "0" * 32)
-    with pytest.warns(UserWarning, match="xxhash"):
-        path = fetch_weights(info, cache_dir=tmp_path, progress=False)
+    monkeypatch.setenv("NAPARI_SAM_DOWNLOAD_TIMEOUT", "1")
+    with pytest.raises(WeightsUnavailableError, match="longer than 1 s"):
+        fetch_weights(_info(serve(payload, mode="trickle"), None), tmp_path, progress=False)
+    monkeypatch.setenv("NAPARI_SAM_DOWNLOAD_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="NAPARI_SAM_DOWNLOAD_TIMEOUT"):
+        fetch_weights(_info(serve(payload), None), tmp_path, progress=False)
+    assert _listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("mode", ["nolength-cut", "chunked-cut"])
+def test_connection_closing_early_without_length_leaves_nothing(
+    tmp_path: Path, payload: bytes, serve: ServeFn, mode: str
+) -> None:
+    """No Content-Length, no known hash: a cut transfer is never cached as the file."""
+    with pytest.raises(WeightsUnavailableError):
+        fetch_weights(_info(serve(payload, mode=mode), None), cache_dir=tmp_path, progress=False)
+    assert _listing(tmp_path) == []
+
+
+def test_unframed_body_needs_a_hash(tmp_path: Path, payload: bytes, serve: ServeFn) -> None:
+    """Without Content-Length or chunking, the end of the body is the connection closing:
+    only a known hash can tell a complete file from a cut one."""
+    url = serve(payload, mode="nolength")
+    with pytest.raises(WeightsUnavailableError, match="neither the file's length"):
+        fetch_weights(_info(url, None), cache_dir=tmp_path, progress=False)
+    assert _listing(tmp_path) == []
+    path = fetch_weights(_info(url, _sha256(payload)), cache_dir=tmp_path, progress=False)
     assert path.read_bytes() == payload

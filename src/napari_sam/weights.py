@@ -2,19 +2,24 @@
 
 Downloads go through :func:`pooch.retrieve`, which streams into a temporary file inside the
 cache directory, verifies the hash and only then renames the file to its final name, so a
-failed or corrupt download never leaves a file at the target path.
+failed or corrupt download never leaves a file at the target path. The transfer itself
+(:class:`napari_sam._download.BoundedDownloader`) has a read timeout and an overall
+deadline (``timeout``, ``$NAPARI_SAM_DOWNLOAD_TIMEOUT``) and checks the announced length.
 
 Hashes use pooch's ``"alg:hexdigest"`` format.  The official SAM / MobileSAM checkpoints are
-pinned by SHA256; micro-sam publishes only ``xxh128`` hashes for its fine-tuned models, which
-needs the optional ``xxhash`` package (without it those files are downloaded unverified, with
-a warning).
+pinned by SHA256; micro-sam publishes ``xxh128`` hashes for its fine-tuned models (checked
+with ``xxhash``, a dependency). A hash whose algorithm is unknown is an error: nothing is
+ever used unverified when a hash is given.
+
+A file already in the cache (e.g. placed there by hand on an offline machine) is never
+deleted or downloaded over: if its hash differs, :func:`fetch_weights` refuses it with a
+:class:`WeightsHashError` naming both hashes, unless the user opts in
+(``allow_hash_mismatch=True`` or ``$NAPARI_SAM_ALLOW_HASH_MISMATCH=1``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import importlib.util
 import os
 import re
 import types
@@ -26,7 +31,9 @@ from typing import Literal
 import pooch
 
 __all__ = [
+    "ALLOW_HASH_MISMATCH_ENV_VAR",
     "CACHE_DIR_ENV_VAR",
+    "DOWNLOAD_TIMEOUT_ENV_VAR",
     "MODEL_TYPES",
     "REGISTRY",
     "ModelInfo",
@@ -41,6 +48,16 @@ __all__ = [
 
 CACHE_DIR_ENV_VAR = "NAPARI_SAM_CACHE_DIR"
 """Environment variable that overrides the default weights cache directory."""
+
+ALLOW_HASH_MISMATCH_ENV_VAR = "NAPARI_SAM_ALLOW_HASH_MISMATCH"
+"""Set to ``1`` to use a cached checkpoint whose hash differs from the registry's (with a
+warning) instead of refusing it."""
+
+DOWNLOAD_TIMEOUT_ENV_VAR = "NAPARI_SAM_DOWNLOAD_TIMEOUT"
+"""Overall time limit of one download, in seconds (default :data:`DEFAULT_TIMEOUT_S`)."""
+
+DEFAULT_TIMEOUT_S = 4 * 3600.0  # vit_h (2.5 GB) at ~1.5 Mbit/s; never "forever"
+READ_TIMEOUT_S = 60.0  # no byte for this long: the download fails
 
 ModelType = Literal["vit_b", "vit_l", "vit_h", "vit_t", "custom"]
 MODEL_TYPES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h", "vit_t")
@@ -86,7 +103,8 @@ class WeightsUnavailableError(RuntimeError):
 
 
 class WeightsHashError(WeightsUnavailableError):
-    """The downloaded file does not match the expected hash; nothing was kept."""
+    """A file does not match the expected hash (a download: nothing was kept; a file
+    already in the cache: it was left untouched), or the hash cannot be checked."""
 
     def __init__(
         self, message: str, *, url: str = "", target: Path | None = None,
@@ -210,25 +228,38 @@ def _algorithm(known_hash: str) -> str:
     return known_hash.split(":", 1)[0].lower() if ":" in known_hash else "sha256"
 
 
-def _algorithm_available(algorithm: str) -> bool:
-    if algorithm.startswith("xxh"):
-        return importlib.util.find_spec("xxhash") is not None
-    return algorithm in hashlib.algorithms_available
-
-
-def _effective_hash(info: ModelInfo) -> str | None:
-    """Return the hash to verify against, or ``None`` (with a warning) if it can't be checked."""
+def _checked_hash(info: ModelInfo) -> str | None:
+    """``info.known_hash`` if pooch can check it; an unknown algorithm is an error."""
     if info.known_hash is None:
         return None
+    from pooch.hashes import ALGORITHMS_AVAILABLE
+
     algorithm = _algorithm(info.known_hash)
-    if _algorithm_available(algorithm):
-        return info.known_hash
-    warnings.warn(
-        f"Cannot verify {info.filename!r}: hash algorithm {algorithm!r} needs the 'xxhash' "
-        "package (pip install xxhash); the file is used without hash verification.",
-        stacklevel=3,
-    )
-    return None
+    if algorithm not in ALGORITHMS_AVAILABLE:
+        raise WeightsHashError(
+            f"The hash {info.known_hash!r} given for {info.name!r} uses the unknown algorithm "
+            f"{algorithm!r}, so the file cannot be verified; use sha256 or xxh128.",
+            url=info.url, expected=info.known_hash,
+        )
+    return info.known_hash
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _timeout(timeout: float | None) -> float:
+    if timeout is not None:
+        return float(timeout)
+    text = os.environ.get(DOWNLOAD_TIMEOUT_ENV_VAR, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(
+            f"{DOWNLOAD_TIMEOUT_ENV_VAR}={text!r} is not a number of seconds"
+        ) from None
 
 
 def _unavailable_message(info: ModelInfo, target: Path, reason: object) -> str:
@@ -258,31 +289,46 @@ def fetch_weights(
     name_or_info: str | ModelInfo,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    *,
+    allow_hash_mismatch: bool = False,
+    timeout: float | None = None,
 ) -> Path:
     """Return the local path of a checkpoint, downloading it into the cache if needed.
 
     A cached file whose hash matches (or any cached file when no hash is known) is returned
-    without network access.  A cached file with a wrong hash is reported with a warning and
-    downloaded again.  Downloads are atomic and verified: the target path only ever holds a
-    complete file with the expected hash.
+    without network access.  A cached file whose hash differs is never deleted and never
+    downloaded over (it may have been placed there by hand): it is refused with a
+    :class:`WeightsHashError` naming the path and both hashes, unless
+    ``allow_hash_mismatch`` (or ``$NAPARI_SAM_ALLOW_HASH_MISMATCH=1``) says to use it anyway,
+    with a warning.  Downloads are atomic and verified: the target path only ever holds a
+    complete file with the expected hash (without a known hash: with the length the
+    server announced).
 
     Args:
         name_or_info: A registry name (see :func:`available_models`) or a :class:`ModelInfo`,
             e.g. ``dataclasses.replace(get_model_info("vit_b"), url=...)`` for a mirror.
         cache_dir: Cache directory; see :func:`default_cache_dir` for the default.
         progress: Show a tqdm progress bar while downloading.
+        allow_hash_mismatch: Use a cached file whose hash differs (with a warning).
+        timeout: Overall time limit of the download in seconds (default
+            ``$NAPARI_SAM_DOWNLOAD_TIMEOUT`` or 4 hours); a read that waits 60 s (or
+            ``timeout``, if shorter) for data also fails.
 
     Raises:
-        ValueError: Unknown model name.
-        WeightsHashError: The downloaded file does not match ``known_hash``.
-        WeightsUnavailableError: Any other download failure (network, HTTP error, I/O).
+        ValueError: Unknown model name; a timeout that is not a positive number.
+        WeightsHashError: The cached or downloaded file does not match ``known_hash``, or
+            ``known_hash`` uses an unknown algorithm.
+        WeightsUnavailableError: Any other download failure (network, HTTP error, cut
+            connection, timeout, I/O).
     """
+    from ._download import BoundedDownloader, DownloadError
+
     info = name_or_info if isinstance(name_or_info, ModelInfo) else get_model_info(name_or_info)
     if info.package_file is not None:
         return _packaged_path(info)
     directory = default_cache_dir(cache_dir)
     target = directory / info.filename
-    known_hash = _effective_hash(info)
+    known_hash = _checked_hash(info)
 
     if target.is_file():
         if known_hash is None:
@@ -290,18 +336,30 @@ def fetch_weights(
         actual = pooch.file_hash(str(target), alg=_algorithm(known_hash))
         if actual.lower() == known_hash.split(":")[-1].lower():
             return target
-        warnings.warn(
-            f"Cached weights {target} are corrupt ({_algorithm(known_hash)} {actual}, expected "
-            f"{known_hash}); deleting and downloading them again from {info.url}.",
-            stacklevel=2,
+        actual = f"{_algorithm(known_hash)}:{actual}"
+        if allow_hash_mismatch or _env_flag(ALLOW_HASH_MISMATCH_ENV_VAR):
+            warnings.warn(
+                f"Using {target} although its hash {actual} differs from the expected "
+                f"{known_hash} for {info.name!r} (hash mismatch explicitly allowed).",
+                stacklevel=2,
+            )
+            return target
+        raise WeightsHashError(
+            f"The file {target} (for {info.name!r}) has hash {actual} but {known_hash} was "
+            f"expected; it was left untouched. If it is the wrong or a damaged file, delete "
+            f"it to download {info.url} again; to use it anyway, set "
+            f"{ALLOW_HASH_MISMATCH_ENV_VAR}=1 (allow_hash_mismatch=True in Python).",
+            url=info.url, target=target, expected=known_hash, actual=actual,
         )
-        target.unlink()
 
+    downloader = BoundedDownloader(
+        _timeout(timeout), READ_TIMEOUT_S, verified=known_hash is not None, progress=progress
+    )
     try:
         directory.mkdir(parents=True, exist_ok=True)
         path = pooch.retrieve(
             url=info.url, known_hash=known_hash, fname=info.filename, path=directory,
-            progressbar=progress,
+            progressbar=progress, downloader=downloader,
         )
     except ValueError as exc:  # pooch's hash mismatch (temp file already deleted)
         if known_hash is None or "hash" not in str(exc).lower():
@@ -313,9 +371,9 @@ def fetch_weights(
             f"{known_hash} was expected; it was deleted and nothing was written to {target}.",
             url=info.url, target=target, expected=known_hash, actual=actual,
         ) from exc
-    except OSError as exc:  # requests.RequestException is an OSError subclass
+    except (DownloadError, OSError) as exc:  # requests.RequestException is an OSError too
+        reason = str(exc) if isinstance(exc, DownloadError) else f"{type(exc).__name__}: {exc}"
         raise WeightsUnavailableError(
-            _unavailable_message(info, target, f"{type(exc).__name__}: {exc}"),
-            url=info.url, target=target,
+            _unavailable_message(info, target, reason), url=info.url, target=target,
         ) from exc
     return Path(path)

@@ -9,6 +9,8 @@ import tifffile
 
 from napari_sam.cli import main
 
+from requires import require
+
 FAST = ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
 
 
@@ -102,7 +104,7 @@ def test_sample_prints_f1_and_writes_overlay(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_dask_scheduler_matches_local(stack, tiny_checkpoint, capsys):
-    pytest.importorskip("distributed")
+    require("distributed")
     local = args(stack / "img.tif", stack / "local.npy", tiny_checkpoint, "--link-z")
     assert main(local) == 0, capsys.readouterr().err
     store = str(stack / "emb.zarr")

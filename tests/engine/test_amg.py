@@ -18,6 +18,8 @@ from napari_sam.engine.amg_masks import (
 from napari_sam.engine.labels import paint_compact_masks
 from napari_sam.engine.predictor import Predictor
 
+from requires import require
+
 # random weights: masks are noise patterns spanning the image, so box NMS is switched off
 # (it would keep one) and the thresholds are lowered to let masks through
 LOOSE = dict(
@@ -163,8 +165,8 @@ def test_compact_clean_up_equals_full_size(seed):
 
 
 def test_clean_up_equals_official_remove_small_regions():
-    cv2 = pytest.importorskip("cv2")  # noqa: F841  (the official function needs OpenCV)
-    pytest.importorskip("segment_anything")
+    cv2 = require("cv2")  # noqa: F841  (the official function needs OpenCV)
+    require("segment_anything")
     from segment_anything.utils.amg import remove_small_regions
 
     for seed in range(6):

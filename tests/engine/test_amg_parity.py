@@ -31,10 +31,11 @@ from napari_sam.model.build import CONFIGS, SamConfig
 from napari_sam.synthetic import nuclei_2d
 
 from oracle import build_official, ours_from_official
+from requires import require
 
-pytest.importorskip("segment_anything")
-from segment_anything import SamAutomaticMaskGenerator
-from segment_anything.utils.amg import build_point_grid, generate_crop_boxes
+require("segment_anything")
+from segment_anything import SamAutomaticMaskGenerator  # noqa: E402  (after require)
+from segment_anything.utils.amg import build_point_grid, generate_crop_boxes  # noqa: E402
 
 pytestmark = pytest.mark.parity
 
@@ -88,7 +89,7 @@ def run_both(
     official, ours, image: np.ndarray, upsampling: str = "auto", **kw
 ) -> tuple[list, list]:
     if kw.get("min_mask_region_area"):
-        pytest.importorskip("cv2", reason="the official clean-up needs opencv-python")
+        require("cv2", reason="the official clean-up needs opencv-python")
     rgb = to_uint8_rgb(image)
     theirs = SamAutomaticMaskGenerator(official, **kw).generate(rgb)
     mine = AutomaticMaskGenerator(ours, upsampling=upsampling, **kw).generate_masks(image)

@@ -16,6 +16,8 @@ from napari_sam.synthetic import nuclei_2d
 from napari_sam.training.evaluate import centre_point, iou
 from napari_sam.training.prompts import object_box, object_pixels
 
+from requires import require
+
 HELD_OUT_SEED = 987_654  # never used for training (docs/demo_model.md)
 
 
@@ -82,7 +84,7 @@ def test_click_selects_the_clicked_nucleus(demo, held_out) -> None:
 
 @pytest.mark.parity
 def test_official_classes_load_demo_weights_and_agree(demo, held_out) -> None:
-    pytest.importorskip("segment_anything")
+    require("segment_anything")
     from segment_anything import SamPredictor
 
     from napari_sam.engine.image import to_uint8_rgb

@@ -16,9 +16,10 @@ from napari_sam.engine.predictor import Predictor
 from napari_sam.model.build import CONFIGS, SamConfig
 
 from oracle import build_official, ours_from_official
+from requires import require
 
-pytest.importorskip("segment_anything")
-from segment_anything import SamPredictor
+require("segment_anything")
+from segment_anything import SamPredictor  # noqa: E402  (after require)
 
 pytestmark = pytest.mark.parity
 
@@ -190,8 +191,8 @@ def test_batched_prediction_equals_official_batch(vit_b_pair):
 
 def test_vit_t_predictor_parity():
     """MobileSAM (vit_t, published config) through both predictors: identical masks."""
-    pytest.importorskip("timm")
-    mobile_sam = pytest.importorskip("mobile_sam")
+    require("timm")
+    mobile_sam = require("mobile_sam")
     from napari_sam.model.build import CONFIGS as ours_configs
 
     from oracle import randomise_

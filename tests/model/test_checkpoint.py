@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import pickle
+import random
 
 import pytest
 import torch
 
 from napari_sam.engine.loader import load_model
+from napari_sam.model import checkpoint as checkpoint_module
 from napari_sam.model.build import CONFIGS, build_sam, config_name, infer_config
 from napari_sam.model.checkpoint import CheckpointError, load_sam_checkpoint
+
+from requires import require
 
 
 def _state(model):
@@ -97,6 +103,72 @@ def test_truncated_file(tmp_path, tiny_checkpoint):
         load_sam_checkpoint(cut)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # torch's remarks on scrambled pickles
+def test_damaged_files_only_ever_give_checkpoint_errors(tmp_path, tiny_checkpoint, tiny_model):
+    """Cut or scrambled at random places, a checkpoint loads (when the damage missed
+    everything that matters) or fails with a CheckpointError, never another exception."""
+    data = tiny_checkpoint.read_bytes()
+    legacy = tmp_path / "legacy.pth"
+    torch.save(_state(tiny_model), legacy, _use_new_zipfile_serialization=False)
+    rng = random.Random(0)
+    bad = tmp_path / "bad.pth"
+    for src in (data, legacy.read_bytes()):
+        for trial in range(40):
+            raw = bytearray(src[: rng.randrange(len(src))] if trial % 2 else src)
+            for _ in range(0 if trial % 2 else 20):
+                raw[rng.randrange(len(raw))] = rng.randrange(256)
+            bad.write_bytes(bytes(raw))
+            try:
+                load_sam_checkpoint(bad)
+            except CheckpointError:
+                pass
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EIO])
+@pytest.mark.parametrize("where", ["open", "read"])
+def test_unreadable_file_is_an_io_problem_not_a_bad_download(
+    tiny_checkpoint, monkeypatch, code, where
+):
+    exc = (PermissionError if code == errno.EACCES else OSError)(code, os.strerror(code))
+
+    def fail(*args, **kwargs):
+        raise exc
+
+    if where == "open":
+        monkeypatch.setattr(checkpoint_module, "open", fail, raising=False)
+    else:
+        monkeypatch.setattr(torch, "load", fail)
+    with pytest.raises(CheckpointError, match="I/O or permission problem") as err:
+        load_sam_checkpoint(tiny_checkpoint)
+    assert os.strerror(code) in str(err.value) and str(tiny_checkpoint) in str(err.value)
+    assert "Download it again" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "all-nan"])
+def test_non_finite_weights_are_refused(tmp_path, tiny_model, tiny_config, value):
+    """NaN / infinite weights load silently and segment nothing: refuse them, naming
+    the first bad tensor."""
+    sd = _state(tiny_model)
+    names = list(sd)
+    first, later = names[5], names[-3]
+    if value == "all-nan":
+        for t in sd.values():
+            t.fill_(float("nan"))
+        first = names[0]
+    else:
+        sd[first].view(-1)[1] = value
+        sd[later].view(-1)[0] = float("nan")
+    path = tmp_path / "diverged.pth"
+    torch.save({"config": tiny_config.to_dict(), "model": sd}, path)
+    for load in (
+        lambda: load_sam_checkpoint(path),
+        lambda: load_model("tiny", checkpoint=path, device="cpu", precision="fp32"),
+    ):
+        with pytest.raises(CheckpointError, match="non-finite") as err:
+            load()
+        assert f"tensor {first!r}" in str(err.value) and later not in str(err.value)
+
+
 def test_not_a_checkpoint(tmp_path):
     path = tmp_path / "notes.pth"
     path.write_text("these are my notes, not weights\n" * 20)
@@ -149,7 +221,7 @@ def test_not_sam_state_dict(tmp_path):
 
 def test_published_architectures_match_official_keys_and_shapes():
     """Our vit_b/l/h/t have exactly the official parameter names and shapes."""
-    segment_anything = pytest.importorskip("segment_anything")
+    segment_anything = require("segment_anything")
     for name in ["vit_b", "vit_l", "vit_h"]:
         with torch.device("meta"):
             ours = build_sam(CONFIGS[name]).state_dict()

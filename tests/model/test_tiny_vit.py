@@ -19,6 +19,8 @@ from torch import nn
 from napari_sam.model.build import CONFIGS, SamConfig, build_sam, infer_config
 from napari_sam.model.tiny_vit import TinyViT, attention_bias_index, infer_tiny_vit_config
 
+from requires import require
+
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Importing from timm:FutureWarning"),
     pytest.mark.filterwarnings("ignore:Overwriting tiny_vit:UserWarning"),
@@ -87,7 +89,7 @@ def _ref_tiny_vit(cfg: dict[str, Any]) -> nn.Module:
     The reference picks the stride-1 last merge by width (320/448/576 only); for other
     widths its last stage would not fit, so the stride is set the way ours always has it.
     """
-    ms = pytest.importorskip("mobile_sam.modeling")
+    ms = require("mobile_sam.modeling")
     ref = ms.TinyViT(
         img_size=cfg["img_size"],
         embed_dims=list(cfg["embed_dims"]),
@@ -113,7 +115,7 @@ def _ref_encode(ref: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _ref_sam_small() -> nn.Module:
-    ms = pytest.importorskip("mobile_sam.modeling")
+    ms = require("mobile_sam.modeling")
     c, grid = SMALL_SAM, SMALL_SAM.embedding_size
     return ms.Sam(
         image_encoder=_ref_tiny_vit(SMALL),
@@ -139,7 +141,7 @@ def _ref_sam_small() -> nn.Module:
 
 
 def _ref_sam_vit_t() -> nn.Module:
-    pytest.importorskip("mobile_sam.modeling")
+    require("mobile_sam.modeling")
     from mobile_sam.build_sam import build_sam_vit_t
 
     return build_sam_vit_t()

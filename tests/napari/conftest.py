@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("napari")
-pytest.importorskip("pytestqt")
+from requires import require
+
+require("napari")
+require("pytestqt")
 
 pytestmark = pytest.mark.gui
 

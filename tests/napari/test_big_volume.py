@@ -8,9 +8,11 @@ import threading
 import numpy as np
 import pytest
 
+from requires import require
+
 pytestmark = pytest.mark.gui
 
-da = pytest.importorskip("dask.array")
+da = require("dask.array")
 
 SHAPE = (2000, 2048, 2048)  # uint16: 16.8 GB of image; uint32 labels: 33.6 GB
 

@@ -1,4 +1,5 @@
-"""Dask backend: a real LocalCluster (2 worker processes) writing one store."""
+"""Dask backend: a real LocalCluster (2 worker processes) writing one store, and the
+automatic-mask-generation path (store checked once by the driver)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,20 @@ import torch
 import zarr
 
 from napari_sam.engine.predictor import Predictor
-from napari_sam.store import EmbeddingStore, precompute
+from napari_sam.store import (
+    EmbeddingStore,
+    SliceLayout,
+    StaleSliceError,
+    StoreMismatchError,
+    precompute,
+)
+from napari_sam.store.amg_dask import amg_slices
 from napari_sam.store.precompute import worker_load_counts
 
-from store_helpers import volume
+from requires import require
+from store_helpers import make_tiny, volume
 
-distributed = pytest.importorskip("distributed")
+distributed = require("distributed")
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +85,54 @@ def test_bad_scheduler_values(model, spec, tmp_path):
         with pytest.raises(ValueError, match=r"scheduler|workers"):
             list(precompute(tmp_path / "s.zarr", img, spec, scheduler=bad))
     assert not (tmp_path / "s.zarr").exists()
+
+
+AMG = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+
+
+def _amg(cluster, spec, img, store, **kw) -> dict:
+    layout = SliceLayout.for_shape(img.shape)
+    steps = amg_slices(
+        img, layout, list(layout.indices()), spec, AMG,
+        scheduler=cluster.scheduler_address, store=str(store), **kw,
+    )
+    try:
+        while True:
+            next(steps)
+    except StopIteration as stop:
+        return stop.value
+
+
+def _files(root) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_amg_never_replaces_a_store_made_for_other_weights(cluster, model, spec, tmp_path):
+    img = volume((3, 40, 50), seed=5)
+    path = tmp_path / "s.zarr"
+    list(EmbeddingStore.open(path, make_tiny(seed=1), image=img).precompute())
+    before = _files(path)
+    with pytest.raises(StoreMismatchError, match="--overwrite on the command line"):
+        _amg(cluster, spec, img, path)
+    assert _files(path) == before  # the other model's store is untouched
+    labels = _amg(cluster, spec, img, path, overwrite=True)  # the user asked
+    assert sorted(labels) == [(0,), (1,), (2,)]
+    store = EmbeddingStore.open(path, model, image=img, mode="r")
+    assert store.missing() == []  # replaced, and filled by the workers
+    ref = Predictor(model).compute_embedding(img[2]).features.half().float()
+    assert torch.equal(store.get(2).features, ref)
+
+
+@pytest.mark.slow
+def test_amg_with_a_changed_slice_refuses_unless_overwrite(cluster, model, spec, tmp_path):
+    img = volume((3, 40, 50), seed=6)
+    path = tmp_path / "s.zarr"
+    list(EmbeddingStore.open(path, model, image=img).precompute())
+    img[1, 3, 3] += 1
+    with pytest.raises(StaleSliceError, match=r"slice \(1,\)"):
+        _amg(cluster, spec, img, path)
+    _amg(cluster, spec, img, path, overwrite=True)
+    ref = Predictor(model).compute_embedding(img[1]).features.half().float()
+    store = EmbeddingStore.open(path, model, image=img, mode="r")
+    assert torch.equal(store.get(1).features, ref)  # recomputed from the new data

@@ -61,7 +61,8 @@ def test_float16_is_the_default_and_rounds_only(tmp_path, model):
 def test_attrs_record_the_signature(tmp_path, model):
     store = EmbeddingStore.open(tmp_path / "s.zarr", model, image=volume(), source="cells.tif")
     a = zarr.open_group(tmp_path / "s.zarr", mode="r").attrs["napari_sam"]
-    assert a["schema_version"] == 1 and a["kind"] == "embeddings"
+    assert a["schema_version"] == 2 and a["kind"] == "embeddings"
+    assert len(a["store_id"]) == 32  # identity of this store (salts the checksums)
     assert a["model"]["name"] == "tiny" and a["model"]["weights_hash"] == model.weights_hash
     assert a["model"]["precision"] == "fp32" and a["model"]["config"] == TINY.to_dict()
     assert a["model"]["transform"]["image_size"] == 64

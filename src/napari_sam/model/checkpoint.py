@@ -1,9 +1,12 @@
-"""Safe checkpoint loading: ``weights_only=True``, CPU first, strict keys, clear errors."""
+"""Safe checkpoint loading: ``weights_only=True``, CPU first, strict keys, finite
+values, clear errors."""
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,12 @@ from .sam import Sam
 WRAPPER_KEYS = ("model_state", "state_dict", "model")
 STRIP_PREFIXES = ("module.", "sam.")
 _MAX_LISTED = 8
+# What torch.load raises for a truncated or garbage file (it has no error type of its own;
+# a garbage offset makes it seek to an invalid position: OSError EINVAL).
+_DECODE_ERRORS = (
+    RuntimeError, EOFError, ValueError, LookupError, TypeError, AttributeError,
+    AssertionError, struct.error,
+)
 
 
 class CheckpointError(ValueError):
@@ -24,32 +33,67 @@ class CheckpointError(ValueError):
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """``torch.load`` with ``weights_only=True`` on the CPU, turning failures into
-    :class:`CheckpointError` messages that name the file and the problem."""
+    :class:`CheckpointError` messages that name the file and the problem: unreadable (an
+    I/O or permission problem), code-executing pickle, or truncated / not a checkpoint."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        text = str(err)
-        if "Unsupported global" in text or "GLOBAL" in text:
+        handle = open(path, "rb")
+    except OSError as err:
+        raise _io_error(path, err) from None
+    with handle:
+        try:
+            obj = torch.load(handle, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            text = str(err)
+            if "Unsupported global" in text or "GLOBAL" in text:
+                raise CheckpointError(
+                    f"{path} contains Python objects that need code execution to load; "
+                    "napari-sam only loads plain tensors (torch.load weights_only=True). "
+                    "Re-save it with torch.save(model.state_dict(), path)."
+                ) from None
             raise CheckpointError(
-                f"{path} contains Python objects that need code execution to load; "
-                "napari-sam only loads plain tensors (torch.load weights_only=True). "
-                "Re-save it with torch.save(model.state_dict(), path)."
+                f"{path} is not a PyTorch checkpoint (its contents are not a readable "
+                "torch.save file)"
             ) from None
-        raise CheckpointError(
-            f"{path} is not a PyTorch checkpoint (its contents are not a readable torch.save file)"
-        ) from None
-    except Exception as err:  # torch raises many types for garbage input
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(
-            f"{path} is truncated or not a PyTorch checkpoint "
-            f"(size {path.stat().st_size} bytes; {first}). Download it again."
-        ) from None
+        except OSError as err:
+            if err.errno not in (None, errno.EINVAL):
+                raise _io_error(path, err) from None
+            raise _damaged(path, err) from None
+        except _DECODE_ERRORS as err:
+            raise _damaged(path, err) from None
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
     return dict(obj)
+
+
+def _io_error(path: Path, err: OSError) -> CheckpointError:
+    return CheckpointError(
+        f"cannot read {path}: an I/O or permission problem ({err.strerror or err}), not a "
+        "damaged file; check the file's permissions and the disk"
+    )
+
+
+def _damaged(path: Path, err: BaseException) -> CheckpointError:
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return CheckpointError(
+        f"{path} is truncated or not a PyTorch checkpoint "
+        f"(size {path.stat().st_size} bytes; {first}). Download it again."
+    )
+
+
+def check_finite(sd: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`CheckpointError` naming the first tensor (in state-dict order) that
+    holds NaN or infinite values: such weights load but segment nothing. One pass."""
+    for name, t in sd.items():
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(
+                f"{source}: tensor {name!r} holds {bad} non-finite (NaN or infinite) values "
+                f"of {t.numel()}; the weights are damaged (e.g. a diverged training run): "
+                "use another checkpoint"
+            )
 
 
 def extract_state_dict(
@@ -112,7 +156,8 @@ def sam_from_state_dict(
     config: SamConfig | str | None = None,
     source: str = "state dict",
 ) -> tuple[Sam, SamConfig]:
-    """Build the architecture (given, or inferred from shapes) and load ``sd`` strictly."""
+    """Build the architecture (given, or inferred from shapes) and load ``sd`` strictly
+    (names and shapes must match, every floating tensor must be finite)."""
     if config is None:
         try:
             config = infer_config(sd)
@@ -126,6 +171,7 @@ def sam_from_state_dict(
         config = CONFIGS[config]
     model = build_sam(config)
     check_state_dict(model, sd, source)
+    check_finite(sd, source)
     model.load_state_dict(sd, strict=True)
     return model.eval(), config
 

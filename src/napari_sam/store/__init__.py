@@ -13,8 +13,11 @@ from __future__ import annotations
 from .embeddings import EmbeddingStore
 from .files import (
     StaleSliceError,
+    StoreCleanupWarning,
+    StoreDamagedError,
     StoreError,
     StoreMismatchError,
+    StoreReadError,
     StoreWriteError,
     store_info,
 )
@@ -30,8 +33,11 @@ __all__ = [
     "Progress",
     "SliceLayout",
     "StaleSliceError",
+    "StoreCleanupWarning",
+    "StoreDamagedError",
     "StoreError",
     "StoreMismatchError",
+    "StoreReadError",
     "StoreWriteError",
     "default_store_path",
     "fingerprint",

@@ -7,17 +7,24 @@ On disk (``STORE.zarr/``)::
     complete/            (*slice_shape, 32) uint8, one chunk per slice: the Marker
                          (fingerprint of the slice data + checksum of its chunk)
 
-Write order per slice: delete the marker, write the embedding chunk, write the marker.
+Creation is atomic and a store is never replaced without ``on_mismatch="overwrite"``
+(:mod:`.creation`). Write order per slice: delete the marker, write the embedding
+chunk, write the marker.
 zarr's local store writes each chunk to a temporary file and renames it, so a process
 killed at any moment leaves every slice either complete (chunk and marker present and
 consistent) or missing; a reader never trusts a chunk without its marker, and checks the
-marker's checksum of the chunk too. Each slice has its own chunks, so concurrent writers
-(Dask workers) never touch the same file; group attributes are written once, at creation.
+marker's checksum of the chunk too (salted with the store's ``store_id``). A chunk that
+cannot be decoded (truncated by a power cut, garbage) is a missing slice; an I/O or
+permission error while reading is a :class:`StoreReadError`. Each slice has its own
+chunks, so concurrent writers (Dask workers) never touch the same file; group attributes
+are written once, at creation, and a writer checks before and after each slice that the
+store at its path is still the one it opened.
 """
 
 from __future__ import annotations
 
 import errno
+import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -29,26 +36,25 @@ import zarr
 from ..engine.image import Normalization
 from ..engine.predictor import Embedding
 from ..engine.transforms import resized_shape
+from .creation import Mode, open_group, resolve
 from .files import (
+    OVERWRITE_HINT,
     StaleSliceError,
-    StoreError,
+    StoreDamagedError,
     StoreMismatchError,
+    StoreReadError,
     StoreWriteError,
-    is_empty_dir,
     read_attrs,
-    remove_store,
+    read_errors,
     summarize,
     write_errors,
 )
 from .schema import (
-    ATTRS_KEY,
-    MARKER_SIZE,
     Marker,
     ModelSignature,
     build_attrs,
     chunk_checksum,
     fingerprint,
-    signature_diff,
 )
 from .slicing import Index, SliceLayout
 
@@ -88,9 +94,12 @@ class EmbeddingStore:
         self.input_size: tuple[int, int] = tuple(attrs["input_size"])  # type: ignore[assignment]
         self.on_mismatch = on_mismatch
         self.read_only = read_only
+        self._salt = str(attrs.get("store_id", "")).encode()
         self._group = group
         self._emb = group["embeddings"]
         self._markers = group["complete"]
+        self._emb_files = _ChunkFiles(path / "embeddings", self._emb, self.layout)
+        self._marker_files = _ChunkFiles(path / "complete", self._markers, self.layout)
         self.image = None
         if image is not None:
             self.bind(image)
@@ -106,7 +115,7 @@ class EmbeddingStore:
         layout: SliceLayout | None = None,
         normalization: Normalization | None = None,
         dtype: str | None = None,
-        mode: Literal["r", "r+", "a"] = "a",
+        mode: Mode = "a",
         on_mismatch: OnMismatch = "error",
         source: str | None = None,
     ) -> EmbeddingStore:
@@ -118,9 +127,12 @@ class EmbeddingStore:
         engine's intensity normalisation (default ``Normalization()``). dtype: storage
         dtype for a new store (default float16); for an existing one, None accepts the
         store's. on_mismatch: a store made with another model / precision / normalisation
-        / image geometry, or a slice whose data changed, raises (``"error"``) or is
-        replaced (``"overwrite"`` — only when the user asked for it: the store is emptied,
-        a changed slice recomputed).
+        / image geometry (or whose metadata is damaged), or a slice whose data changed,
+        raises (``"error"``: :class:`StoreMismatchError` naming every difference,
+        :class:`StoreDamagedError`, :class:`StaleSliceError`) or is replaced
+        (``"overwrite"``, mode ``"a"`` only — only when the user asked for it: the store
+        is emptied, a changed slice recomputed). A path that is not a napari-sam store
+        is never touched.
         """
         path = Path(path).expanduser()
         if on_mismatch not in ("error", "overwrite"):
@@ -131,8 +143,8 @@ class EmbeddingStore:
         sam_model = None if isinstance(model, ModelSignature) else model
         if layout is None and image is not None:
             layout = SliceLayout.for_shape(image.shape)
-        stored = read_attrs(path)
         if layout is None:
+            stored = read_attrs(path)
             if stored is None:
                 raise ValueError("give the image or its layout to create a store")
             layout = SliceLayout.from_dict(stored["image"])
@@ -143,61 +155,30 @@ class EmbeddingStore:
         wanted = build_attrs(
             sig, layout.to_dict(), norm.signature(), dtype or DEFAULT_DTYPE, input_size, source
         )
+        attrs = resolve(path, wanted, mode=mode, on_mismatch=on_mismatch, dtype=dtype)
+        group = open_group(path, attrs, mode)
         kw = dict(sam_model=sam_model, image=image, on_mismatch=on_mismatch)
-        if stored is not None:
-            diff = signature_diff(stored, wanted, dtype)
-            if not diff:
-                group = zarr.open_group(path, mode="r" if mode == "r" else "r+")
-                cls._ensure_arrays(group, stored, mode)
-                return cls(path, group, stored, sig, read_only=mode == "r", **kw)
-            if on_mismatch == "error" or mode != "a":
-                raise StoreMismatchError(
-                    f"embedding store {path} was made for something else: "
-                    + "; ".join(diff)
-                    + ". Use another store path, or recompute (overwrite) it."
-                )
-            remove_store(path)  # a napari-sam store, made for something else
-        elif mode != "a":
-            what = "is not a napari-sam embedding store" if path.exists() else "does not exist"
-            raise FileNotFoundError(f"embedding store {path} {what}")
-        elif path.exists() and not is_empty_dir(path):
-            raise StoreError(
-                f"{path} exists and is not a napari-sam embedding store; refusing to "
-                "overwrite it: choose another store path"
-            )
-        with write_errors(path, "creating the store"):
-            group = zarr.open_group(path, mode="a", attributes={ATTRS_KEY: wanted})
-            cls._ensure_arrays(group, wanted, "a")
-        return cls(path, group, wanted, sig, **kw)
+        return cls(path, group, attrs, sig, read_only=mode == "r", **kw)
 
-    @staticmethod
-    def _ensure_arrays(group: zarr.Group, attrs: dict[str, Any], mode: str) -> None:
-        """Create the arrays if a creation was interrupted before them."""
-        have = set(group.array_keys())
-        if {"embeddings", "complete"} <= have:
-            return
-        if mode == "r":
-            raise StoreError(f"store {group.store} is incomplete; open it writable to repair")
-        lead = tuple(attrs["image"]["slice_shape"])
-        ones = (1,) * len(lead)
-        emb_shape = tuple(attrs["model"]["embedding_shape"])
-        if "embeddings" not in have:
-            group.create_array(
-                "embeddings",
-                shape=lead + emb_shape,
-                chunks=ones + emb_shape,
-                dtype=attrs["storage_dtype"],
-                fill_value=0,
-                compressors=None,
-            )
-        if "complete" not in have:
-            group.create_array(
-                "complete",
-                shape=(*lead, MARKER_SIZE),
-                chunks=(*ones, MARKER_SIZE),
-                dtype="uint8",
-                fill_value=0,
-                compressors=None,
+    @classmethod
+    def from_attrs(cls, path: Path, attrs: dict[str, Any], model: ModelSignature) -> EmbeddingStore:
+        """Read-only view of the store at ``path`` with signature ``attrs`` as read
+        (:func:`~.files.store_info`: no model needed, nothing compared)."""
+        return cls(path, open_group(path, attrs, "r"), attrs, model, read_only=True)
+
+    def _check_identity(self, when: str) -> None:
+        """Raise :class:`StoreMismatchError` unless the store at ``self.path`` is still
+        the one this object opened (same signature and ``store_id``)."""
+        try:
+            now = read_attrs(self.path)
+        except StoreDamagedError as err:
+            now, why = None, str(err)
+        else:
+            why = "it is gone" if now is None else "its signature is now another"
+        if now != self.attrs:
+            raise StoreMismatchError(
+                f"embedding store {self.path} was replaced or removed since it was opened "
+                f"({why}); nothing was written {when}. Open it again."
             )
 
     def bind(self, image: Any) -> None:
@@ -225,35 +206,55 @@ class EmbeddingStore:
             )
         return data
 
+    def _read(self, array: Any, key: Any, what: str) -> np.ndarray | None:
+        """``array[key]``; None when a chunk cannot be decoded (truncated, garbage: the
+        slice is missing). An I/O or permission error is a StoreReadError."""
+        with read_errors(self.path, f"reading {what}"):
+            try:
+                return np.asarray(array[key])
+            except ValueError:  # zarr / numpy: the chunk's bytes do not decode
+                return None
+
     def _marker(self, index: Index) -> Marker | None:
-        try:
-            return Marker.decode(self._markers[index])
-        except Exception:  # an unreadable marker chunk is a missing slice
+        if self._marker_files.damaged(index):
             return None
+        raw = self._read(self._markers, index, f"the completion marker of slice {index}")
+        return None if raw is None else Marker.decode(raw)
 
     def is_complete(self, index: int | Iterable[int]) -> bool:
         """True when the slice has a completion marker (its data is not checked)."""
         return self._marker(self.layout.check_index(index)) is not None
 
-    def missing(self, indices: Iterable[Index] | None = None) -> list[Index]:
-        """The indices (default: all slices) without a completion marker. Reads only the
-        markers, never image data: a slice whose data changed is caught by ``get``."""
+    def _scan(self, indices: Iterable[Index] | None) -> tuple[list[Index], list[Index]]:
+        """(missing, damaged) among ``indices``: without a valid marker, or marked
+        complete but with an embedding chunk of the wrong size (a power cut)."""
         idx = [
             self.layout.check_index(i)
             for i in (self.layout.indices() if indices is None else indices)
         ]
-        if len(idx) > 8 and len(idx) * 4 >= self.layout.n_slices:
-            try:
-                raw = self._markers[...]
-            except Exception:
-                raw = None
-            if raw is not None:
-                return [i for i in idx if Marker.decode(raw[i]) is None]
-        return [i for i in idx if self._marker(i) is None]
+        ok = [i for i in idx if not self._marker_files.damaged(i)]
+        raw = None
+        if len(ok) > 8 and len(ok) * 4 >= self.layout.n_slices:
+            raw = self._read(self._markers, (Ellipsis,), "the completion markers")
+        if raw is not None:
+            marked = {i for i in ok if Marker.decode(raw[i]) is not None}
+        else:
+            marked = {i for i in ok if self._marker(i) is not None}
+        damaged = [i for i in idx if i in marked and self._emb_files.damaged(i)]
+        bad = set(damaged)
+        return [i for i in idx if i not in marked or i in bad], damaged
+
+    def missing(self, indices: Iterable[Index] | None = None) -> list[Index]:
+        """The indices (default: all slices) without a valid completion marker or whose
+        embedding chunk is truncated. Reads only the markers (and the chunk files' sizes),
+        never image data: a slice whose data changed is caught by ``get``."""
+        return self._scan(indices)[0]
 
     def get(self, index: int | Iterable[int], data: Any = None) -> Embedding | None:
         """The slice's embedding, ready for ``Predictor.set_embedding``; None when it is
-        missing, its chunk is damaged, or (``on_mismatch="overwrite"``) its data changed.
+        missing, its chunk is damaged (truncated, garbage, checksum differs — also when
+        the store was replaced by another one since it was opened), or
+        (``on_mismatch="overwrite"``) its data changed.
 
         data: the slice as numpy (H, W) / (H, W, 3|4); default: read from the bound image.
         Raises :class:`StaleSliceError` for changed data when ``on_mismatch="error"``.
@@ -266,11 +267,11 @@ class EmbeddingStore:
             if self.on_mismatch == "error":
                 raise StaleSliceError(
                     f"slice {idx} of {self.path} was computed from other image data; "
-                    "recompute it (on_mismatch='overwrite')"
+                    f"recompute it: {OVERWRITE_HINT}"
                 )
             return None
-        values = np.asarray(self._emb[idx])
-        if chunk_checksum(values) != marker.checksum:
+        values = self._read(self._emb, idx, f"the embedding of slice {idx}")
+        if values is None or chunk_checksum(values, self._salt) != marker.checksum:
             return None
         features = torch.from_numpy(values.astype(np.float32))[None]
         return Embedding(features, self.layout.slice_size, self.input_size, self.model.weights_hash)
@@ -284,7 +285,11 @@ class EmbeddingStore:
         slice_fingerprint: bytes | None = None,
     ) -> None:
         """Store a slice's embedding with the fingerprint of its data (from
-        ``slice_fingerprint``, else ``data``, else the bound image)."""
+        ``slice_fingerprint``, else ``data``, else the bound image).
+
+        Raises :class:`StoreMismatchError` (nothing trusted is written) when the store at
+        this path is no longer the one that was opened (replaced or removed by another
+        process): checked before and after writing."""
         idx = self.layout.check_index(index)
         if self.read_only:
             raise StoreWriteError(f"store {self.path} was opened read-only", errno.EROFS)
@@ -307,11 +312,15 @@ class EmbeddingStore:
         values = values.astype(self.storage_dtype)
         if not np.isfinite(values).all():
             raise ValueError(f"embedding of slice {idx} is not finite in {self.storage_dtype}")
-        marker = Marker(fp, chunk_checksum(values)).encode()
+        marker = Marker(fp, chunk_checksum(values, self._salt)).encode()
+        self._check_identity(f"for slice {idx}")
         with write_errors(self.path, f"writing slice {idx}"):
             self._markers[idx] = 0  # invalidate first: no marker ever covers a torn chunk
             self._emb[idx] = values
             self._markers[idx] = marker
+        # replaced meanwhile: what we wrote landed in another store, whose salted
+        # checksums never accept it; say so instead of reporting success
+        self._check_identity(f"that another store would trust for slice {idx}")
 
     def invalidate(self, index: int | Iterable[int]) -> None:
         """Forget a slice (its marker); it counts as missing afterwards."""
@@ -333,5 +342,34 @@ class EmbeddingStore:
         return run(self, image, indices, **kwargs)
 
     def info(self) -> dict[str, Any]:
-        """Summary: model, precision, image shape, slices complete / total."""
-        return summarize(self.attrs, self.layout.n_slices - len(self.missing()))
+        """Summary: model, precision, image shape, slices complete / damaged / total
+        (:func:`~.files.summarize`)."""
+        missing, damaged = self._scan(None)
+        return summarize(self.attrs, self.layout.n_slices - len(missing), len(damaged))
+
+
+class _ChunkFiles:
+    """The chunk file of each slice of one store array (local file system, raw bytes:
+    every written chunk has the same size, so a truncated one shows in its size)."""
+
+    def __init__(self, root: Path, array: zarr.Array, layout: SliceLayout) -> None:
+        self.root = root
+        self.meta = array.metadata
+        self.tail = (0,) * (array.ndim - len(layout.slice_shape))
+        codecs = getattr(self.meta, "codecs", ())
+        raw = all(isinstance(c, zarr.codecs.BytesCodec) for c in codecs)
+        self.size = math.prod(array.chunks) * array.dtype.itemsize if raw else None
+
+    def damaged(self, index: Index) -> bool:
+        """The slice's chunk file exists with the wrong size (absent: the fill value)."""
+        if self.size is None:
+            return False
+        file = self.root / self.meta.encode_chunk_key((*index, *self.tail))
+        try:
+            return file.stat().st_size != self.size
+        except FileNotFoundError:
+            return False
+        except OSError as err:
+            raise StoreReadError(
+                f"cannot read {file}: an I/O or permission problem ({err.strerror or err})"
+            ) from err

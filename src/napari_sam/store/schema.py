@@ -10,16 +10,18 @@ is touched) inside its completion marker (:class:`Marker`).
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import xxhash
 
-SCHEMA_VERSION = 1
+# 2: "store_id" (identity of one created store; salts the marker's chunk checksum)
+SCHEMA_VERSION = 2
 ATTRS_KEY = "napari_sam"
 KIND = "embeddings"
 FINGERPRINT_ALGORITHM = "xxh3_128(dtype|shape|C-order bytes of the slice)"
@@ -176,6 +178,66 @@ def signature_diff(
     return out
 
 
+_ABSENT = object()
+
+
+def _is_int(v: Any, low: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _int_list(n: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, list) and len(v) == n and all(_is_int(x, 1) for x in v)
+
+
+# (path in attrs, check) — the fields a reader relies on, with their types.
+_TYPED: tuple[tuple[tuple[str, ...], Callable[[Any], bool]], ...] = (
+    (("schema_version",), _is_int),
+    (("model",), lambda v: isinstance(v, dict)),
+    (("model", "name"), lambda v: isinstance(v, str)),
+    (("model", "weights_hash"), lambda v: isinstance(v, str)),
+    (("model", "precision"), lambda v: isinstance(v, str)),
+    (("model", "config"), lambda v: isinstance(v, dict)),
+    (("model", "transform"), lambda v: isinstance(v, dict)),
+    (("model", "transform", "image_size"), lambda v: _is_int(v, 1)),
+    (("model", "embedding_shape"), _int_list(3)),
+    (("normalization",), lambda v: isinstance(v, dict)),
+    (("image",), lambda v: isinstance(v, dict)),
+    (("input_size",), _int_list(2)),
+    (("storage_dtype",), lambda v: v in STORAGE_DTYPES),
+)
+_STORE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def attrs_problem(attrs: Any) -> str | None:
+    """Why the stored signature ``attrs`` is unusable (a damaged or hand-edited
+    ``zarr.json``), or None when every field a reader uses has the right type."""
+    if not isinstance(attrs, dict):
+        return f"the signature is a {type(attrs).__name__}, not a mapping"
+    for path, ok in _TYPED:
+        value: Any = attrs
+        for key in path:
+            value = value.get(key, _ABSENT) if isinstance(value, dict) else _ABSENT
+        if value is _ABSENT:
+            return f"field {'.'.join(path)!r} is missing"
+        if not ok(value):
+            return f"field {'.'.join(path)!r} has an invalid value {_short(value)!r}"
+    if attrs["schema_version"] >= 2 and not (
+        isinstance(attrs.get("store_id"), str) and _STORE_ID.fullmatch(attrs["store_id"])
+    ):
+        return f"field 'store_id' has an invalid value {_short(attrs.get('store_id'))!r}"
+    from ..engine.image import Normalization
+    from .slicing import SliceLayout
+
+    try:
+        SliceLayout.from_dict(attrs["image"])
+        norm = attrs["normalization"]
+        cl = norm["contrast_limits"]
+        Normalization(None if cl is None else (cl[0], cl[1]), tuple(norm["percentiles"]))
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        return f"the image layout or normalisation is invalid ({type(err).__name__}: {err})"
+    return None
+
+
 def fingerprint(data: np.ndarray) -> bytes:
     """16-byte fingerprint of one slice (after channel selection): its dtype, shape and
     C-order bytes. Cost: one pass over the slice (xxh3, several GB/s)."""
@@ -186,9 +248,14 @@ def fingerprint(data: np.ndarray) -> bytes:
     return h.digest()
 
 
-def chunk_checksum(values: np.ndarray) -> bytes:
-    """8-byte checksum of an embedding chunk as stored (storage dtype, C order)."""
-    return xxhash.xxh3_64(np.ascontiguousarray(values).tobytes()).digest()
+def chunk_checksum(values: np.ndarray, salt: bytes = b"") -> bytes:
+    """8-byte checksum of an embedding chunk as stored (storage dtype, C order).
+
+    salt: the store's identity (``store_id``), so that a marker written into one store
+    never validates a chunk in another store that replaced it at the same path."""
+    h = xxhash.xxh3_64(salt)
+    h.update(memoryview(np.ascontiguousarray(values)).cast("B"))
+    return h.digest()
 
 
 MARKER_SIZE = 32
