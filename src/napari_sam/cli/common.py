@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,12 +44,6 @@ def load_model(args: argparse.Namespace) -> Any:
         )
 
 
-_API_HINT = re.compile(
-    r"[;.]?\s*(Use another store path|recompute it \(on_mismatch|recompute \(overwrite\)).*$",
-    re.IGNORECASE,
-)
-
-
 def store_error(err: BaseException, flag: str) -> UserError:
     """A store error in command-line words: the API's hint (``on_mismatch=...``) is
     replaced by the flags that help — ``--overwrite`` or another ``flag`` path — for a
@@ -59,7 +52,7 @@ def store_error(err: BaseException, flag: str) -> UserError:
 
     text = one_line(err)
     if isinstance(err, (StoreMismatchError, StaleSliceError)):
-        text = _API_HINT.sub("", text).rstrip(" .;")
+        text = one_line(err.problem)
         what = "replace it" if isinstance(err, StoreMismatchError) else "recompute changed slices"
         text += f"; use --overwrite to {what}, or another {flag} path"
     return UserError(text)

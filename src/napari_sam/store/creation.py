@@ -42,11 +42,12 @@ from .slicing import SliceLayout
 Mode = Literal["r", "r+", "a"]
 
 
-def mismatch_message(path: Path, diff: list[str], note: str = "") -> str:
-    return (
-        f"embedding store {path} was made for something else: {'; '.join(diff)}{note}. "
-        "Either use another store path, or overwrite it (its embeddings are deleted and "
-        f"recomputed): {OVERWRITE_HINT}"
+def mismatch_error(path: Path, diff: list[str], note: str = "") -> StoreMismatchError:
+    problem = f"embedding store {path} was made for something else: {'; '.join(diff)}{note}"
+    return StoreMismatchError(
+        f"{problem}. Either use another store path, or overwrite it (its embeddings are "
+        f"deleted and recomputed): {OVERWRITE_HINT}",
+        problem=problem,
     )
 
 
@@ -74,7 +75,7 @@ def resolve(
                 return stored
             if not replace:
                 note = f" (mode={mode!r} never replaces a store)" if mode != "a" else ""
-                raise StoreMismatchError(mismatch_message(path, diff, note))
+                raise mismatch_error(path, diff, note)
             remove_store(path)  # a napari-sam store made for something else: the user asked
         elif mode != "a":
             what = "is not a napari-sam embedding store" if path.exists() else "does not exist"

@@ -265,9 +265,9 @@ class EmbeddingStore:
             return None
         if fingerprint(self._slice_data(idx, data)) != marker.fingerprint:
             if self.on_mismatch == "error":
+                problem = f"slice {idx} of {self.path} was computed from other image data"
                 raise StaleSliceError(
-                    f"slice {idx} of {self.path} was computed from other image data; "
-                    f"recompute it: {OVERWRITE_HINT}"
+                    f"{problem}; recompute it: {OVERWRITE_HINT}", problem=problem
                 )
             return None
         values = self._read(self._emb, idx, f"the embedding of slice {idx}")

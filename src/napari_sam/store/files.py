@@ -26,7 +26,14 @@ CREATING_MAX_AGE_S = 3600.0  # a ``.creating-*`` sibling older than this is a le
 
 
 class StoreError(Exception):
-    """A problem with an embedding store; the message says what to do."""
+    """A problem with an embedding store; the message says what to do.
+
+    ``problem``: the message without the advice (what the Python API offers), so that
+    the command line and the widget can name their own ways out."""
+
+    def __init__(self, message: str, *, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.problem = problem or message
 
 
 class StoreMismatchError(StoreError):
