@@ -60,7 +60,7 @@ def test_mismatch_names_every_difference_and_both_ways_out_and_deletes_nothing(t
 
 
 @pytest.mark.parametrize("size", [500, 0, 4097])
-def test_truncated_embedding_chunk_is_a_missing_slice(tmp_path, model, size):
+def test_truncated_embedding_chunk_is_a_missing_slice(tmp_path, model, size, capsys):
     img = volume()
     store = _filled(tmp_path / "s.zarr", model, img)
     chunk = tmp_path / "s.zarr/embeddings/c/1/0/0/0"
@@ -71,6 +71,10 @@ def test_truncated_embedding_chunk_is_a_missing_slice(tmp_path, model, size):
     info = store_info(tmp_path / "s.zarr")
     assert (info["slices_complete"], info["slices_damaged"]) == (5, 1)
     assert store.info() == info
+    from napari_sam.cli import main
+
+    assert main(["info", str(tmp_path / "s.zarr")]) == 0
+    assert "5/6 slices (1 damaged" in capsys.readouterr().out
     steps = list(store.precompute(verify=True))
     assert [s.done for s in steps] == [5, 6]  # only the damaged slice recomputed
     assert store.get(1) is not None and store.missing() == []

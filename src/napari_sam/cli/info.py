@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
             f"contrast limits {limits}" if limits else f"percentiles {norm['percentiles']}",
         ),
         ("embeddings", f"{_shape(info['embedding_shape'])} {info['storage_dtype']}"),
-        ("complete", f"{info['slices_complete']}/{info['slices_total']} slices"),
+        ("complete", f"{info['slices_complete']}/{info['slices_total']} slices" + _damaged(info)),
         ("schema", str(info["schema_version"])),
     ]
     for key, value in rows:
@@ -47,3 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _shape(t: tuple) -> str:
     return "(" + ", ".join(str(v) for v in t) + ")" if t else "()"
+
+
+def _damaged(info: dict) -> str:
+    n = info.get("slices_damaged", 0)
+    return f" ({n} damaged: recomputed by `napari-sam embed` on the same --out)" if n else ""
