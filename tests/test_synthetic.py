@@ -95,7 +95,7 @@ def test_varied_is_deterministic_and_every_variant_renders() -> None:
     assert not np.array_equal(a[0], c[0])
     assert a[0].shape == a[1].shape == (96, 128) and a[1].dtype == np.int32
     for name, kw in VARIANTS.items():
-        img, lab = nuclei_2d_varied((128, 128), seed=1, **kw)
+        img, lab = nuclei_2d_varied((256, 256), seed=1, **kw)
         ids = np.unique(lab[lab > 0])
         assert len(ids) >= 8 and np.array_equal(ids, np.arange(1, len(ids) + 1)), name
         assert img.dtype == np.dtype(kw.get("dtype", "uint8"))

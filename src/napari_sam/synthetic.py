@@ -100,6 +100,7 @@ def make_dataset(
 # unlike the demo model's training data in one respect each.
 VARIANTS: dict[str, dict] = {
     "soft": {"edge": 3.0, "blur": 1.5},  # wide soft edge falloff
+    "soft-large": {"radius": (18.0, 30.0), "edge": 4.0, "blur": 1.5},  # few, large, soft
     "sharp": {"edge": 0.0, "blur": 0.4},  # hard edges, almost no optical blur
     "elliptical": {"elongation": (1.6, 2.6)},  # long ellipses
     "touching": {"touching": 0.8},  # most nuclei placed in contact with another
