@@ -66,3 +66,94 @@ def test_bad_arguments() -> None:
         nuclei_2d((32, 32), dtype="float32")
     with pytest.raises(ValueError, match="radius"):
         nuclei_2d((32, 32), radius=(5, 2))
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_existing_generators_unchanged() -> None:
+    """The demo model, the README sample and many tests depend on these exact arrays."""
+    assert _digest(*nuclei_2d((256, 256), seed=2024)) == "a966c8e099e3be40"
+    img_lab = nuclei_2d((96, 80), seed=7, dtype="uint16", radius=(5, 9))
+    assert _digest(*img_lab) == "40f457b4c36d6ef2"
+    assert _digest(*nuclei_3d((8, 48, 48), seed=3)) == "6feb2602fbec62d8"
+
+
+def test_varied_is_deterministic_and_every_variant_renders() -> None:
+    from napari_sam.synthetic import VARIANTS, nuclei_2d_varied
+
+    a = nuclei_2d_varied((96, 128), seed=5, edge=2.0, touching=0.5, gradient=0.3)
+    b = nuclei_2d_varied((96, 128), seed=5, edge=2.0, touching=0.5, gradient=0.3)
+    c = nuclei_2d_varied((96, 128), seed=6, edge=2.0, touching=0.5, gradient=0.3)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not np.array_equal(a[0], c[0])
+    assert a[0].shape == a[1].shape == (96, 128) and a[1].dtype == np.int32
+    for name, kw in VARIANTS.items():
+        img, lab = nuclei_2d_varied((256, 256), seed=1, **kw)
+        ids = np.unique(lab[lab > 0])
+        assert len(ids) >= 8 and np.array_equal(ids, np.arange(1, len(ids) + 1)), name
+        assert img.dtype == np.dtype(kw.get("dtype", "uint8"))
+    img, _ = nuclei_2d_varied((128, 128), seed=1, **VARIANTS["uint16-poisson"])
+    assert img.max() > 255
+
+
+def _outside_band(lab: np.ndarray, width: int) -> np.ndarray:
+    return ndi.binary_dilation(lab > 0, iterations=width) & (lab == 0)
+
+
+def test_varied_edges_shapes_contacts_and_background() -> None:
+    from napari_sam.synthetic import nuclei_2d_varied
+
+    clean = dict(photons=300.0, read_noise=0.0, blur=0.3, dtype="uint16")  # no saturation
+    ratios = {}
+    for edge in (0.0, 3.0):  # intensity just outside the label, relative to inside
+        img, lab = nuclei_2d_varied((128, 128), seed=2, edge=edge, **clean)
+        far = ~ndi.binary_dilation(lab > 0, iterations=10)
+        bg = np.median(img[far])
+        inside = np.median(img[ndi.binary_erosion(lab > 0, iterations=3)]) - bg
+        ratios[edge] = (np.median(img[_outside_band(lab, 2)]) - bg) / inside
+    assert ratios[0.0] < 0.05 and ratios[3.0] > 0.12  # measured: 0.011 and 0.21
+    # elongation: major / minor axis from second moments
+    _, lab = nuclei_2d_varied((192, 192), seed=3, elongation=(2.0, 2.5), max_overlap=0.0)
+    axis_ratio = []
+    for i in range(1, lab.max() + 1):
+        rc = np.argwhere(lab == i)
+        if len(rc) > 30 and not (rc.min(0) == 0).any() and not (rc.max(0) == 191).any():
+            ev = np.linalg.eigvalsh(np.cov(rc.T))
+            axis_ratio.append(np.sqrt(ev[1] / ev[0]))
+    assert len(axis_ratio) >= 5 and np.median(axis_ratio) > 1.8
+
+    def touching_fraction(touching: float) -> float:
+        _, lab = nuclei_2d_varied((192, 192), seed=4, touching=touching)
+        grown = ndi.grey_dilation(lab, size=3)
+        hit = np.unique(lab[(grown != lab) & (lab > 0) & (grown > 0)])
+        return len(hit) / lab.max()
+
+    assert touching_fraction(0.9) > 2 * touching_fraction(0.0)
+    # gradient: background differs strongly from one side to the other
+    spread = {}
+    for g in (0.0, 1.0):
+        img, lab = nuclei_2d_varied((128, 128), seed=5, gradient=g, **clean)
+        bg = img[~ndi.binary_dilation(lab > 0, iterations=6)].astype(float)
+        spread[g] = np.percentile(bg, 95) - np.percentile(bg, 5)
+    assert spread[1.0] > 3 * spread[0.0]
+
+
+def test_varied_bad_arguments() -> None:
+    from napari_sam.synthetic import nuclei_2d_varied
+
+    for kw, match in [
+        (dict(dtype="float32"), "dtype"),
+        (dict(radius=(5, 2)), "radius"),
+        (dict(elongation=(0.5, 2)), "elongation"),
+        (dict(edge=-1.0), "edge"),
+        (dict(touching=1.5), "touching"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            nuclei_2d_varied((32, 32), **kw)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["make_dataset", "nuclei_2d", "nuclei_3d"]
+__all__ = ["VARIANTS", "make_dataset", "nuclei_2d", "nuclei_2d_varied", "nuclei_3d"]
 
 
 def nuclei_2d(
@@ -94,6 +94,118 @@ def make_dataset(
         make(shape, seed=int(c.generate_state(1)[0]), **kwargs)  # type: ignore[arg-type]
         for c in children
     ]
+
+
+# Named settings of :func:`nuclei_2d_varied` (benchmarks/amg_junk.py, tests): images
+# unlike the demo model's training data in one respect each.
+VARIANTS: dict[str, dict] = {
+    "soft": {"edge": 3.0, "blur": 1.5},  # wide soft edge falloff
+    "soft-large": {"radius": (18.0, 30.0), "edge": 4.0, "blur": 1.5},  # few, large, soft
+    "sharp": {"edge": 0.0, "blur": 0.4},  # hard edges, almost no optical blur
+    "elliptical": {"elongation": (1.6, 2.6)},  # long ellipses
+    "touching": {"touching": 0.8},  # most nuclei placed in contact with another
+    "gradient": {"gradient": 0.8},  # strong uneven background
+    "uint16-poisson": {"dtype": "uint16", "photons": 8.0, "read_noise": 0.0},  # shot noise
+}
+
+
+def nuclei_2d_varied(
+    shape: tuple[int, int] = (256, 256),
+    seed: int = 0,
+    *,
+    n_nuclei: int | None = None,
+    radius: tuple[float, float] = (8.0, 20.0),
+    elongation: tuple[float, float] = (1.0, 1.4),
+    edge: float = 1.0,
+    touching: float = 0.0,
+    gradient: float = 0.0,
+    max_overlap: float = 0.1,
+    dtype: str | np.dtype = "uint8",
+    blur: float = 1.0,
+    photons: float = 60.0,
+    read_noise: float = 2.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nuclei with controllable appearance (a generator the demo model never saw in
+    training): image (H, W) of ``dtype`` and instance labels (H, W) int32.
+
+    radius: (min, max) of sqrt(major × minor semi-axis) in pixels; elongation: (min,
+    max) ratio major / minor axis; edge: width in pixels of a logistic intensity falloff
+    centred on the labelled boundary (0 = hard edge; the label is where the falloff is
+    at half height); touching: probability that a nucleus is placed in contact with one
+    already placed (along the line through both centres); gradient: an extra linear
+    background across the image in a random direction, from 0 to ``gradient`` × the
+    median nucleus signal; max_overlap, dtype, blur, photons, read_noise: as
+    :func:`nuclei_2d` (Poisson shot noise at ``photons`` per unit brightness, Gaussian
+    read noise). Seeded and deterministic. See :data:`VARIANTS`.
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"dtype must be uint8 or uint16, got {dtype}")
+    if radius[0] <= 0 or radius[1] < radius[0]:
+        raise ValueError(f"radius must be (min, max) with 0 < min <= max, got {radius}")
+    if elongation[0] < 1 or elongation[1] < elongation[0]:
+        raise ValueError(f"elongation must be (min, max) with 1 <= min <= max, got {elongation}")
+    if edge < 0 or not 0 <= touching <= 1 or gradient < 0:
+        raise ValueError("edge and gradient must be ≥ 0 and touching in [0, 1]")
+    rng = np.random.default_rng(seed)
+    shape = (int(shape[0]), int(shape[1]))
+    if n_nuclei is None:
+        cover = shape[0] * shape[1] / (np.pi * float(np.mean(radius)) ** 2)
+        n_nuclei = max(int(rng.uniform(0.3, 0.55) * cover), 1)
+    signal = np.zeros(shape, np.float32)
+    labels = np.zeros(shape, np.int32)
+    placed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (centre, axes, rot)
+    for _ in range(n_nuclei * 6):
+        if len(placed) >= n_nuclei:
+            break
+        r, e = rng.uniform(*radius), rng.uniform(*elongation)
+        axes = np.array([r * np.sqrt(e), r / np.sqrt(e)])
+        rot = _random_rotation(rng, 2)
+        centre = rng.uniform(0, 1, 2) * np.array(shape)
+        if placed and rng.random() < touching:
+            c0, a0, r0 = placed[rng.integers(len(placed))]
+            u = _unit(rng.uniform(0, 2 * np.pi))
+            centre = c0 + u * (_reach(a0, r0, u) + _reach(axes, rot, u))
+        grow = 1.0 + (3.0 * edge + 1.0) / axes.min()  # crop wide enough for the falloff
+        sl, dist = _ellipse_distance(centre, axes * grow, rot, shape, (1.0, 1.0))
+        if dist is None:
+            continue
+        dist = dist * grow
+        inside = dist <= 1.0
+        if inside.sum() < 12:
+            continue
+        under = labels[sl][inside]
+        if (under > 0).mean() > max_overlap:
+            continue
+        ids, counts = np.unique(under[under > 0], return_counts=True)
+        if np.any(counts > max_overlap * np.bincount(labels.ravel())[ids]):
+            continue
+        value = _nucleus_intensity(rng, dist, dist <= grow)
+        if edge > 0:  # logistic falloff in pixels across the boundary (dist = 1)
+            value *= 1.0 / (1.0 + np.exp((dist - 1.0) * axes.min() * 4.0 / edge))
+        else:
+            value *= inside
+        signal[sl] += value
+        labels[sl][inside] = len(placed) + 1
+        placed.append((centre, axes, rot))
+    if gradient > 0:
+        u = _unit(rng.uniform(0, 2 * np.pi))
+        rows, cols = np.meshgrid(*[np.linspace(0, 1, s) for s in shape], indexing="ij")
+        ramp = rows * u[0] + cols * u[1]
+        ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-9)
+        level = float(np.median(signal[labels > 0])) if placed else 1.0
+        signal += (gradient * level * ramp).astype(np.float32)
+    return _acquire(rng, signal, (1.0, 1.0), (blur, blur), photons, read_noise, dtype), labels
+
+
+def _unit(angle: float) -> np.ndarray:
+    return np.array([np.cos(angle), np.sin(angle)])
+
+
+def _reach(axes: np.ndarray, rot: np.ndarray, u: np.ndarray) -> float:
+    """Distance from an ellipse's centre to its boundary along the unit vector ``u``."""
+    v = u @ rot  # direction in the ellipse frame (as in _ellipse_distance)
+    return float(1.0 / np.sqrt(np.sum((v / axes) ** 2)))
 
 
 # ------------------------------------------------------------------------ internals

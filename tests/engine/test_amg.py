@@ -29,6 +29,8 @@ LOOSE = dict(
     box_nms_thresh=1.0,
     crop_nms_thresh=1.0,
 )
+# the plain overlap resolution (rim rule off; the rule is tested in test_amg_junk.py)
+PLAIN = dict(min_uncovered_fraction=0.0, rim_width=0)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -69,8 +71,9 @@ def test_label_image_shape_dtype_ids(result):
     assert len(result.masks) >= len(result.records)  # overlapped-away objects dropped
 
 
-def test_overlaps_resolved_by_quality(result):
+def test_overlaps_resolved_by_quality(tiny_model):
     """Where masks overlap, the one with the higher predicted_iou × stability wins."""
+    result = AutomaticMaskGenerator(tiny_model, **PLAIN, **LOOSE).generate(image())
     masks = result.masks
     quality = np.array([m.predicted_iou * m.stability_score for m in masks])
     order = np.argsort(-quality, kind="stable")
@@ -103,7 +106,8 @@ def test_records_consistent_with_labels(result):
 
 
 def test_paint_order_area_keeps_small_objects_on_top(tiny_model):
-    res = AutomaticMaskGenerator(tiny_model, paint_order="area", **LOOSE).generate(image())
+    gen = AutomaticMaskGenerator(tiny_model, paint_order="area", **PLAIN, **LOOSE)
+    res = gen.generate(image())
     order = np.argsort([-m.area for m in res.masks], kind="stable")
     ref = expected_labels(res.masks, res.labels.shape, order)
     assert np.array_equal(res.labels > 0, ref > 0)
@@ -286,6 +290,10 @@ def test_bf16_decoder_runs(tiny_model):
         (dict(min_mask_region_area=-5), "min_mask_region_area"),
         (dict(min_object_area=2.5), "min_object_area"),
         (dict(paint_order="size"), "paint_order"),
+        (dict(min_uncovered_fraction=1.5), "min_uncovered_fraction"),
+        (dict(min_uncovered_fraction=True), "min_uncovered_fraction"),
+        (dict(rim_width=-1), "rim_width"),
+        (dict(rim_width=1.5), "rim_width"),
         (dict(pred_iou_thresh="high"), "pred_iou_thresh"),
         (dict(decoder_precision="fp16"), "decoder_precision"),
         (dict(upsampling="bicubic"), "upsampling"),

@@ -14,8 +14,13 @@ The output is an instance label image (uint32, 0 = background, ids 1..N) plus on
 highest quality, so where masks overlap the higher-quality one wins; quality is
 ``predicted_iou × stability_score`` (``paint_order="quality"``, default) or, with
 ``paint_order="area"``, larger masks are painted first so smaller (nested) ones stay
-visible. Objects left empty after overlap resolution (or smaller than
-``min_object_area``) are dropped; ids are consecutive, id 1 = first in paint priority.
+visible. **Rim rule** (:class:`~.labels.RimRule`): a mask partly covered by
+higher-priority ones is dropped when what is left of it is less than
+``min_uncovered_fraction`` of its pixels or only a rim at most ``rim_width`` pixels
+thick (the crescents a slightly larger mask leaves around a nucleus); its pixels stay
+free for the masks below. Objects left empty (or smaller than ``min_object_area``) are
+dropped; ids are consecutive, id 1 = first in paint priority. The rule concerns only
+the label image: :attr:`AmgResult.masks` / :meth:`generate_masks` are the official set.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from .amg_result import (
 from .device import coordinate_dtype
 from .folded_decoder import FoldedDecoder, ImageContext
 from .image import Normalization, to_uint8_rgb
+from .labels import DEFAULT_MIN_UNCOVERED_FRACTION, DEFAULT_RIM_WIDTH, RimRule
 from .loader import SamModel
 from .mask_upsample import MaskUpsamplers
 from .predictor import Embedding, Predictor
@@ -98,6 +104,8 @@ class AutomaticMaskGenerator:
         min_mask_region_area: int = 0,
         min_object_area: int = 0,
         paint_order: str = "quality",
+        min_uncovered_fraction: float = DEFAULT_MIN_UNCOVERED_FRACTION,
+        rim_width: int = DEFAULT_RIM_WIDTH,
         normalization: Normalization | None = None,
         decoder_precision: str = "fp32",
         upsampling: str = "auto",
@@ -140,6 +148,7 @@ class AutomaticMaskGenerator:
         self.min_mask_region_area = min_mask_region_area
         self.min_object_area = min_object_area
         self.paint_order = paint_order
+        self.rim_rule = RimRule(min_uncovered_fraction, rim_width)  # validates
         self.normalization = normalization or Normalization()
         sam = model.sam
         self.decoder_precision = decoder_precision
@@ -174,7 +183,9 @@ class AutomaticMaskGenerator:
         Closing the generator cancels."""
         emb, rgb, shape = self._inputs(source, image)
         masks = yield from self._masks(emb, rgb, shape)
-        return build_result(masks, shape, self.paint_order, self.min_object_area)
+        return build_result(
+            masks, shape, self.paint_order, self.min_object_area, self.rim_rule
+        )
 
     def generate_masks(
         self, source: np.ndarray | Embedding, *, image: np.ndarray | None = None

@@ -8,7 +8,7 @@ import numpy as np
 from scipy.ndimage import find_objects
 
 from .amg_masks import CompactMask, point_grid
-from .labels import paint_compact_masks
+from .labels import RimRule, paint_compact_masks
 from .progress import Progress as Progress  # re-export (one Progress type)
 
 PAINT_ORDERS = ("quality", "area")
@@ -56,10 +56,15 @@ class AmgResult:
 
 
 def build_result(
-    masks: list[CompactMask], shape: tuple[int, int], paint_order: str, min_object_area: int
+    masks: list[CompactMask],
+    shape: tuple[int, int],
+    paint_order: str,
+    min_object_area: int,
+    rule: RimRule | None = None,
 ) -> AmgResult:
     """Label image + records from the generator's masks (the overlap rule of
-    :mod:`.amg`): paint priority by quality (predicted_iou × stability_score) or area."""
+    :mod:`.amg`): paint priority by quality (predicted_iou × stability_score) or area;
+    ``rule`` drops masks left as a rim or small part (:class:`~.labels.RimRule`)."""
     if paint_order == "quality":
         key = [-m.predicted_iou * m.stability_score for m in masks]
     else:
@@ -70,6 +75,7 @@ def build_result(
         [masks[i].crop for i in order],
         [masks[i].box[:2] for i in order],
         min_area=min_object_area,
+        rule=rule,
     )
     areas = np.bincount(labels.ravel(), minlength=len(kept) + 1)
     slices = find_objects(labels, max_label=len(kept)) if kept else []
