@@ -37,6 +37,11 @@ class SegmentationSession:
 
     image: the layer's data (numpy / dask / zarr; read slice by slice).
     store_path: zarr store for the embeddings, or None for RAM only.
+    on_mismatch: a store made for another model / precision / normalisation / image
+    raises :class:`~napari_sam.store.StoreMismatchError` (``"error"``, the default: the
+    widget asks the user) or is replaced (``"overwrite"``: only after the user said so).
+    In ``"error"`` mode a stored slice whose image data changed is not used and not
+    replaced: that slice is encoded into RAM only and listed in :attr:`stale`.
     """
 
     def __init__(
@@ -46,6 +51,7 @@ class SegmentationSession:
         rgb: bool,
         store_path: str | Path | None,
         normalization: Normalization | None = None,
+        on_mismatch: str = "error",
     ) -> None:
         self.model = model
         self.image = image
@@ -54,6 +60,7 @@ class SegmentationSession:
         self._ram: OrderedDict[tuple[int, ...], Embedding] = OrderedDict()
         self._lock = threading.Lock()  # guards _ram / _click_predictor, never held long
         self._click_predictor: tuple[Embedding, Predictor] | None = None
+        self.stale: set[tuple[int, ...]] = set()  # store slices made from other data
         self.store = None
         if store_path is not None:
             from ..store import EmbeddingStore, SliceLayout
@@ -65,7 +72,7 @@ class SegmentationSession:
                 image=image,
                 layout=layout,
                 normalization=self.normalization,
-                on_mismatch="overwrite",
+                on_mismatch=on_mismatch,
             )
 
     # ------------------------------------------------------------------ embeddings
@@ -92,11 +99,19 @@ class SegmentationSession:
         data = np.asarray(self.image[index])
         if data.dtype.kind == "f" and not np.isfinite(data).any():
             raise ValueError(f"slice {index} has no finite values (all NaN / inf)")
+        stale = False
         if self.store is not None:
-            emb = self.store.get(index, data)
+            from ..store import StaleSliceError
+
+            try:
+                emb = self.store.get(index, data)
+            except StaleSliceError:
+                stale = True  # keep the store's entry: the user did not ask to replace it
+                with self._lock:
+                    self.stale.add(index)
         if emb is None:
             emb = self._predictor.compute_embedding(data)
-            if self.store is not None:
+            if self.store is not None and not stale:
                 self.store.put(index, emb, data)
         self._remember(index, emb)
         return emb
