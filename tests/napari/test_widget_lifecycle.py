@@ -161,7 +161,8 @@ def test_switching_image_drops_the_old_images_job(
         qtbot.waitUntil(lambda: w.amg_panel.worker is None, timeout=30000)
         qtbot.wait(300)
         assert not np.asarray(labels_a.data).any()  # the old job wrote nothing
-        assert w.points.ndim == 3 and w.labels_combo.currentText() == "<new labels layer>"
+        labels_b = viewer.layers[w.labels_combo.currentText()]  # B's own target labels
+        assert labels_b is not labels_a and labels_b.data.shape == b.data.shape
         assert "segment everything" not in w.status.text()
     finally:
         w.release()
@@ -185,7 +186,7 @@ def test_changing_the_channel_axis_retargets_the_labels(
 
         w.channel_combo.setCurrentText("axis 0")  # axis 0 holds channels after all
         qtbot.waitUntil(lambda: w.session is not None and w.channel_axis == 0, timeout=30000)
-        assert w.labels_combo.currentText() == "<new labels layer>"
+        assert viewer.layers[w.labels_combo.currentText()].data.shape == (6, 40, 56)
         go_to(viewer, stack, (1, 3))
         click(w, stack, (1, 3), (15, 30))
         qtbot.waitUntil(lambda: w.preview is not None, timeout=30000)

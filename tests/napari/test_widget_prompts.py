@@ -42,11 +42,20 @@ def test_point_outside_the_image_is_ignored(sam_widget, qtbot):
     assert "1 box" in sam_widget.status.text() and "Error" not in sam_widget.status.text()
 
 
-def test_preview_does_not_look_like_a_label(sam_widget, qtbot):
+def test_preview_does_not_look_like_a_label(sam_widget, qtbot, monkeypatch):
     """The preview's colour is far (RGB distance ≥ 0.5) from the first 10 colours of a
-    default Labels layer, and it is drawn as an outline, not filled."""
+    default Labels layer, and it is drawn as an outline of the mask, not filled."""
     from napari.layers import Labels
 
+    from napari_sam.engine.predictor import Predictor, PredictResult
+
+    def rectangle(self, **kw):  # the decoder's answer: a 15 × 20 rectangle
+        h, w = self.embedding.original_size
+        masks = np.zeros((1, h, w), bool)
+        masks[:, 10:25, 20:40] = True
+        return PredictResult(masks, np.ones(1, np.float32), np.zeros((1, 16, 16), np.float32))
+
+    monkeypatch.setattr(Predictor, "predict", rectangle)
     viewer, image = sam_widget.viewer, sam_widget.image_layer
     go_to_slice(viewer, image, 3)
     add_click(sam_widget, image, 3, 15, 30)
@@ -56,7 +65,11 @@ def test_preview_does_not_look_like_a_label(sam_widget, qtbot):
     default = Labels(np.zeros((4, 4), np.uint8))
     colours = np.array([default.get_color(i)[:3] for i in range(1, 11)])
     assert np.linalg.norm(colours - shown, axis=1).min() >= 0.5
-    assert preview.contour > 0
+    drawn = preview.data > 0
+    mask = sam_widget.preview.mask
+    assert mask.sum() == 300 and not (drawn & ~mask).any()  # inside the mask only
+    assert drawn[10:12, 20:40].all() and drawn[10:25, 38:40].all()  # its 2-px edge
+    assert not drawn[12:23, 22:38].any()  # not filled
 
 
 def test_points_keep_their_size_on_screen(sam_widget):

@@ -185,7 +185,6 @@ class AmgPanel(JobPanel, QWidget):
             job,
             lambda out: self._write(labels, out, overwrite),
             total=total,
-            desc="SAM segment everything",
         )
 
     # ---------------------------------------------------------------- internals

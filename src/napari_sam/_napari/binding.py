@@ -205,6 +205,11 @@ class BindingMixin:
         self.session = result
         image = self._binding[0]
         self.layers.ensure(image)
+        try:  # created now, not at the first commit (napari's layer creation is slow)
+            self.target_labels()
+        except ValueError as err:
+            self.set_status(str(err))
+            return
         m = result.model
         where = result.store.path if result.store is not None else "RAM"
         self.set_status(

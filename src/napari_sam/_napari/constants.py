@@ -13,9 +13,10 @@ POSITIVE_FEATURE = "positive"  # bool feature column of the points layer
 POSITIVE_COLOR = "#00ff66"
 NEGATIVE_COLOR = "#ff3355"
 BOX_EDGE_COLOR = "#ffd000"
-# The preview is drawn as a contour (PREVIEW_CONTOUR px) in magenta: napari's default
-# label colours are random hues of a cyclic map, never pure magenta (distance ≥ 0.6 in
-# RGB from the first 10 of them), and a contour never looks like a filled object.
+# The preview is drawn as an outline (PREVIEW_CONTOUR px wide, computed in the worker)
+# in magenta: napari's default label colours are random hues of a cyclic map, never pure
+# magenta (RGB distance ≥ 0.6 from the first 10 of them), and an outline never looks
+# like a filled (committed) object.
 PREVIEW_COLOR = "#ff00ff"
 PREVIEW_CONTOUR = 2
 PREVIEW_OPACITY = 1.0

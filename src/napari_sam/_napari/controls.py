@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QProgressBar,
     QPushButton,
     QScrollArea,
     QTabWidget,
@@ -31,27 +32,41 @@ NEW_LABELS = "<new labels layer>"
 
 
 class JobRow(QWidget):
-    """One running job: its progress message and its Cancel button (hidden when idle)."""
+    """One running job: its message, progress bar and Cancel button (hidden when idle).
+
+    The progress bar is ours, not napari's activity-dock bar: creating that one runs a
+    nested ``processEvents`` (a canvas redraw) on the GUI thread at every job start
+    (measured: the longest GUI gap of a propagation, docs/benchmarks.md)."""
 
     def __init__(self, title: str, cancel) -> None:
         super().__init__()
         self.title = title
         self.label = QLabel(title, wordWrap=True)
+        self.bar = QProgressBar()
+        self.bar.setMaximumHeight(14)
         self.cancel_button = QPushButton("Cancel", clicked=cancel, enabled=False)
-        row = QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.label, 1)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        row.addWidget(self.bar, 1)
         row.addWidget(self.cancel_button)
+        lay.addWidget(self.label)
+        lay.addLayout(row)
         self.setVisible(False)
 
-    def running(self, on: bool) -> None:
+    def running(self, on: bool, total: int = 0) -> None:
         self.setVisible(on)
         self.cancel_button.setEnabled(on)
         if on:
             self.label.setText(f"{self.title} …")
+            self.bar.setRange(0, max(int(total), 0))  # 0: busy indicator
+            self.bar.setValue(0)
 
-    def message(self, text: str) -> None:
-        self.label.setText(f"{self.title}: {text}")
+    def progress(self, done: int, text: str = "") -> None:
+        if self.bar.maximum() > 0:
+            self.bar.setValue(min(int(done), self.bar.maximum()))
+        if text:
+            self.label.setText(f"{self.title}: {text}")
 
 
 class ControlsBase(QWidget):

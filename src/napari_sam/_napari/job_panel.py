@@ -69,22 +69,19 @@ class JobPanel:
         self.row = widget.job_row(self.title, self.cancel)
         self.cancel_button = self.row.cancel_button
 
-    def _launch(
-        self, job: Callable, on_result: Callable[[Outcome], None], *, total: int, desc: str
-    ):
-        """Run the generator function ``job(cancel)`` in the widget's workers with a
-        progress bar; its progress messages go to the job row."""
+    def _launch(self, job: Callable, on_result: Callable[[Outcome], None], *, total: int):
+        """Run the generator function ``job(cancel)`` in the widget's workers; its
+        progress (``total`` steps) goes to the job row."""
         w = self.widget
         self.cancel_event = cancel = threading.Event()
         self.worker = w.workers.start(
             job,
             cancel,
             on_result=on_result,
-            on_yield=lambda p: self.row.message(p.message),
+            on_yield=lambda p: self.row.progress(p.done, p.message),
             done=self._finished,
-            progress={"total": total, "desc": desc},
         )
-        self._set_running(True)
+        self._set_running(True, total)
         return self.worker
 
     def cancel(self) -> None:
@@ -118,7 +115,7 @@ class JobPanel:
         self.worker = self.cancel_event = None
         self._set_running(False)
 
-    def _set_running(self, running: bool) -> None:
+    def _set_running(self, running: bool, total: int = 0) -> None:
         for b in self.run_buttons:
             b.setEnabled(not running)
-        self.row.running(running)
+        self.row.running(running, total)

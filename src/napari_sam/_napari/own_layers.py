@@ -26,7 +26,6 @@ from .constants import (
     KEY_UNDO,
     POINT_SIZE_PX,
     PREVIEW_COLOR,
-    PREVIEW_CONTOUR,
     PREVIEW_LAYER,
     PREVIEW_OPACITY,
 )
@@ -44,6 +43,7 @@ class OwnLayers:
         self.points: Points | None = None
         self.boxes: Shapes | None = None
         self.preview: Labels | None = None
+        self._shown = False  # the preview layer holds a mask
         self.image: Image | None = None
         viewer.scene.camera.events.zoom.connect(self.follow_zoom)
 
@@ -91,16 +91,26 @@ class OwnLayers:
             opacity=PREVIEW_OPACITY,
             colormap=DirectLabelColormap(color_dict={None: "transparent", 1: PREVIEW_COLOR}),
         )
-        layer.contour = PREVIEW_CONTOUR
         layer.editable = False
+        self._shown = False
         return layer
 
     def show(self, mask: np.ndarray | None) -> None:
-        """The preview mask (H, W) bool, or nothing."""
-        if self.preview is None or self.preview not in self.viewer.layers:
+        """Show (H, W) bool pixels (the preview's outline, computed in the worker — napari's
+        own ``contour`` would compute it here, on the GUI thread), or nothing. Written
+        into the layer's array in place and refreshed without thumbnail (replacing
+        ``data`` would make napari recompute the viewer's dims: ~3× the GUI time)."""
+        layer = self.preview
+        if layer is None or layer not in self.viewer.layers:
             return
-        shape = self.preview.data.shape
-        self.preview.data = np.zeros(shape, np.uint8) if mask is None else mask.astype(np.uint8)
+        if mask is None:
+            if not self._shown:
+                return
+            layer.data[...] = 0
+        else:
+            np.copyto(layer.data, mask, casting="unsafe")
+        self._shown = mask is not None
+        layer.refresh(thumbnail=False, extent=False, highlight=False)
 
     def follow_zoom(self, event=None) -> None:
         """Point size and box edge width in data units for a constant size on screen."""

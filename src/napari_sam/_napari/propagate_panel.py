@@ -73,9 +73,7 @@ class PropagatePanel(JobPanel, QWidget):
             w.set_status(str(err))
             return None
         self.propagator = None
-        return self._launch(
-            job, lambda out: self._write(labels, out), total=total, desc="SAM propagate"
-        )
+        return self._launch(job, lambda out: self._write(labels, out), total=total)
 
     def cancel(self) -> None:
         self._keep_partial = self.keep_check.isChecked()

@@ -16,7 +16,7 @@ import numpy as np
 from ..engine.image import Normalization
 from ..engine.loader import SamModel
 from ..engine.predictor import Embedding, Predictor
-from .constants import MEMORY_CACHE_SLICES
+from .constants import MEMORY_CACHE_SLICES, PREVIEW_CONTOUR
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,16 @@ class Preview:
     request: int
     logits: np.ndarray | None = None  # low-res logits of the mask, for refinement
     prompts: tuple = ()  # (points as tuples, labels, box) that produced it
+    outline: np.ndarray | None = None  # (H, W) bool: the mask's edge, as displayed
+
+
+def outline(mask: np.ndarray, width: int = PREVIEW_CONTOUR) -> np.ndarray:
+    """The pixels of ``mask`` (H, W) bool within ``width`` pixels of its edge (the image
+    border counts as an edge): the preview is drawn as this outline."""
+    from scipy import ndimage
+
+    inner = ndimage.binary_erosion(mask, iterations=width, border_value=0)
+    return mask & ~inner
 
 
 class SegmentationSession:
@@ -158,6 +168,7 @@ class SegmentationSession:
             request,
             r.logits[0],
             prompt_key(points, labels, box),
+            outline(r.masks[0]),  # here, in the worker: the GUI only copies it
         )
 
     def _predictor_for(self, emb: Embedding) -> Predictor:

@@ -7,11 +7,20 @@ workers are then dropped (never a preview, label write or status from a previous
 image), and generator workers are asked to quit. Closing waits — a bounded time — only
 for this owner's workers, never for other plugins' (napari's
 ``WorkerBase.await_workers`` would quit every worker of the process).
+
+The workers run in the owner's own thread pool, at a lower CPU priority than the GUI
+thread (Linux: ``nice`` +:data:`WORKER_NICE` for those threads and the torch threads
+they start): on a machine with few cores the encoder's threads otherwise take the
+cores from the event loop and the canvas drawing (measured in
+``benchmarks/gui_latency.py``, docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +28,39 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from napari.qt.threading import create_worker
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QThread, QThreadPool
+
+WORKER_NICE = 10  # Linux: worker threads' nice value (0 = the GUI thread's)
+MIN_THREADS = 4  # so previews are not queued behind two long jobs
+
+
+def lower_thread_priority() -> None:
+    """Linux: raise this thread's nice value to WORKER_NICE (threads it starts, e.g.
+    torch's OpenMP team, inherit it). Elsewhere, or when not permitted: nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        tid = threading.get_native_id()
+        if os.getpriority(os.PRIO_PROCESS, tid) < WORKER_NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, WORKER_NICE)
+
+
+def _at_low_priority(fn: Callable) -> Callable:
+    """``fn`` (function or generator function) that first lowers its thread's priority
+    (a generator's body runs in the worker thread, from its first step)."""
+    if inspect.isgeneratorfunction(fn):
+
+        def gen(*args: Any, **kwargs: Any):
+            lower_thread_priority()
+            return (yield from fn(*args, **kwargs))
+
+        return gen
+
+    def call(*args: Any, **kwargs: Any):
+        lower_thread_priority()
+        return fn(*args, **kwargs)
+
+    return call
 
 
 @dataclass
@@ -41,6 +82,8 @@ class WorkerOwner:
         self.alive = True
         self._on_error = on_error
         self._workers: dict[Any, _Entry] = {}
+        self.pool = QThreadPool()
+        self.pool.setMaxThreadCount(max(MIN_THREADS, QThread.idealThreadCount()))
 
     def current(self, generation: int) -> bool:
         """True when a worker of ``generation`` may still act on the widget."""
@@ -84,8 +127,13 @@ class WorkerOwner:
             return call
 
         worker = create_worker(
-            fn, *args, **kwargs, _progress=progress, _start_thread=False, _ignore_errors=True
-        )  # errors go to our own handler (connected below)
+            _at_low_priority(fn),
+            *args,
+            **kwargs,
+            _progress=progress,
+            _start_thread=False,
+            _ignore_errors=True,  # errors go to our own handler (connected below)
+        )
         # set in the worker thread itself, so closing can wait without an event loop
         worker.finished.connect(entry.stopped.set, Qt.ConnectionType.DirectConnection)
         for signal, cb in (
@@ -104,7 +152,7 @@ class WorkerOwner:
 
         worker.finished.connect(finished)
         self._workers[worker] = entry
-        worker.start()
+        self.pool.start(worker)  # our own pool (napari's worker.start uses the global one)
         return worker
 
     def invalidate(self) -> None:
