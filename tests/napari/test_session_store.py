@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_sam._napari.session import SegmentationSession
-from napari_sam.store import StoreMismatchError
+from napari_sam.store import EmbeddingStore, StoreMismatchError
 
 from tiny import make_tiny
 
@@ -41,7 +41,7 @@ def test_changed_slice_is_encoded_into_ram_only(tmp_path):
     emb = s.embedding((1,))
     assert not np.allclose(emb.features.numpy(), stored.features.numpy(), atol=1e-2)
     # the store still holds the old slice's embedding (nothing replaced silently)
-    kept = SegmentationSession(model, stack(0), rgb=False, store_path=path).embedding((1,))
+    kept = EmbeddingStore.open(path, model, image=stack(0), mode="r").get((1,))
     np.testing.assert_allclose(kept.features.numpy(), stored.features.numpy(), atol=1e-2)
     assert s.stale == {(1,)}
     assert s.embedding((0,)) is not None and s.stale == {(1,)}  # unchanged slices: fine
