@@ -203,6 +203,19 @@ def main() -> int:
     viewer.dims.set_point(0, layer.data_to_world((z, 0, 0))[0])
     app.processEvents()
 
+    # 0. reference: napari alone — points added to a plain Points layer, no worker runs
+    plain = viewer.add_points(ndim=3, name="reference points", size=4, scale=layer.scale)
+    viewer.layers.selection.active = widget.points
+    pause(app, args.think)
+    first = len(rec.ticks)
+    for k in range(args.objects):
+        plain.add([z, 10 + 5 * k, 10])
+        pause(app, args.think)
+    rec.mark("reference: napari adds a point (no widget work)", first)
+    viewer.layers.remove(plain)
+    viewer.dims.set_point(0, layer.data_to_world((z, 0, 0))[0])
+    pause(app, args.think)
+
     # 1. clicks → previews (encoder of this slice + prefetch of neighbours) → commits
     first = len(rec.ticks)
     ids = [i for i in np.unique(truth[z]) if i][: args.objects]
@@ -210,7 +223,7 @@ def main() -> int:
         dist = ndi.distance_transform_edt(truth[z] == obj)
         r, c = np.unravel_index(np.argmax(dist), dist.shape)
         widget.points.add(widget.points.world_to_data(layer.data_to_world((z, r, c))))
-        wait(app, lambda: widget.preview is not None)
+        wait(app, lambda: widget.preview is not None, timeout=120)
         pause(app, args.think)
         widget.commit()
         pause(app, args.think)

@@ -64,7 +64,11 @@ class JobRow(QWidget):
 
     def progress(self, done: int, text: str = "") -> None:
         if self.bar.maximum() > 0:
+            # QProgressBar.setValue repaints at once (synchronously: in napari's window
+            # that redraws the GL canvas too); with updates off it only schedules one
+            self.bar.setUpdatesEnabled(False)
             self.bar.setValue(min(int(done), self.bar.maximum()))
+            self.bar.setUpdatesEnabled(True)
         if text:
             self.label.setText(f"{self.title}: {text}")
 
