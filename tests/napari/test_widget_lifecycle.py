@@ -304,3 +304,26 @@ def test_dock_close_button_releases_the_widget(
         stop_other.set()
         qtbot.waitUntil(lambda: not other.is_running, timeout=10000)
         w.release()
+
+
+def test_first_load_keeps_a_chosen_labels_layer(
+    make_napari_viewer, qtbot, tiny_checkpoint, volume, monkeypatch
+):
+    """A labels layer the user chose before loading (and that fits the image) stays the
+    target; no extra "SAM labels" layer appears."""
+    monkeypatch.setattr(SegmentationSession, "predict", fake_predict((10, 20, 25, 40)))
+    viewer = make_napari_viewer()
+    image = viewer.add_image(volume, name="stack")
+    mine = viewer.add_labels(np.zeros((6, 40, 56), np.uint32), name="mine")
+    w = tiny_widget(viewer, tiny_checkpoint, "stack")
+    w.labels_combo.setCurrentText("mine")
+    w.load_model()
+    qtbot.waitUntil(lambda: w.session is not None, timeout=30000)
+    try:
+        assert w.labels_combo.currentText() == "mine" and "SAM labels" not in viewer.layers
+        go_to(viewer, image, (3,))
+        click(w, image, (3,), (15, 30))
+        qtbot.waitUntil(lambda: w.preview is not None, timeout=30000)
+        assert w.commit() == 1 and (mine.data[3] == 1).sum() == 300
+    finally:
+        w.release()

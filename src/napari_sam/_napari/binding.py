@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QMessageBox
 
-from . import adapters
+from . import adapters, commit
 from .controls import NEW_LABELS
 from .session import SegmentationSession
 
@@ -82,20 +82,32 @@ class BindingMixin:
             if self.session is not None:
                 self.layers.ensure(image)  # a deleted prompt layer comes back
             return
+        first = self._binding is None
         self._drop_session()
         self.layers.remove()
         self._binding = None if image is None else (image, channel, image.data)
-        self._retarget_labels()
+        self._retarget_labels(keep_choice=first)
         if image is not None and self.model is not None:
             self._open_session()
 
-    def _retarget_labels(self) -> None:
-        """The labels chooser shows the labels layer of the bound image (or a new one)."""
+    def _retarget_labels(self, keep_choice: bool = False) -> None:
+        """The labels chooser shows the labels layer used with the bound image before,
+        else — for a first binding, when ``keep_choice`` — the user's choice if it fits
+        the image, else a new one. Another image never inherits the previous image's
+        labels layer implicitly."""
         target = self._labels_for.get(self._binding_key())
         if target is not None and target in self.viewer.layers:
             self.labels_combo.setCurrentText(target.name)
-        else:
-            self.labels_combo.setCurrentText(NEW_LABELS)
+            return
+        name = self.labels_combo.currentText()
+        if keep_choice and self._binding is not None and name in self.viewer.layers:
+            image, channel, _ = self._binding
+            try:
+                commit.check_compatible(self.viewer.layers[name], image, channel)
+                return
+            except (ValueError, AttributeError):
+                pass
+        self.labels_combo.setCurrentText(NEW_LABELS)
 
     def _binding_key(self) -> tuple | None:
         return None if self._binding is None else (id(self._binding[0]), self._binding[1])
@@ -118,9 +130,10 @@ class BindingMixin:
             self.device_combo.currentText(),
             self.precision_combo.currentText(),
         )
+        previous = self._binding
         self._drop_session()
         self._binding = (image, channel, image.data)
-        self._retarget_labels()
+        self._retarget_labels(keep_choice=previous is None or previous[:2] == (image, channel))
         if self.model is not None and key == self._model_key:
             self._open_session()
             return
