@@ -171,6 +171,10 @@ class WorkerOwner:
         background, its result dropped). Returns the workers still running."""
         self.alive = False
         self.invalidate()
+        self.pool.clear()  # queued workers never start
+        for worker, entry in list(self._workers.items()):
+            if not worker.is_running:
+                entry.stopped.set()
         deadline = time.monotonic() + timeout_s
         for entry in list(self._workers.values()):
             entry.stopped.wait(max(0.0, deadline - time.monotonic()))
