@@ -3,8 +3,9 @@
     xvfb-run -a .venv/bin/python docs/make_screenshots.py
 
 Opens the synthetic 3D nuclei sample, loads the demo model in the napari-sam widget,
-clicks on a nucleus, waits for the preview, takes a screenshot, commits, moves on and
-takes a second one. Writes docs/images/widget_preview.png and widget_committed.png.
+shows its Interactive tab, clicks on a nucleus, waits for the preview (magenta outline),
+takes a screenshot, commits, moves on and takes a second one. Writes
+docs/images/widget_preview.png and widget_committed.png.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def main() -> int:
     widget.ram_only.setChecked(True)
     widget.load_model()
     wait(app, lambda: widget.session is not None)
+    widget.tabs.setCurrentIndex(1)  # Interactive
 
     viewer.reset_view()
     z = image.shape[0] // 2
@@ -57,6 +59,10 @@ def main() -> int:
         r, c = np.unravel_index(np.argmax(dist), dist.shape)
         widget.points.add([z, r, c])
         wait(app, lambda: widget.preview is not None)
+        t0 = time.time()
+        while time.time() - t0 < 0.3:  # let napari draw the preview
+            app.processEvents()
+            time.sleep(0.02)
         if k == 0:
             viewer.reset_view()
             time.sleep(0.3)

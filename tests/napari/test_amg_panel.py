@@ -69,6 +69,7 @@ def test_panel_has_official_defaults(sam_widget):
     assert p.preset_combo.currentText() == "official defaults"
     assert not p.advanced.isVisibleTo(p)
     assert not p.overwrite_check.isChecked() and not p.cancel_button.isEnabled()
+    assert p.overwrite_check is sam_widget.overwrite_check  # one setting for the widget
 
 
 def test_segment_slice_then_undo_restores_exactly(sam_widget, qtbot, fake_amg):
@@ -102,7 +103,7 @@ def test_no_clobbering_ids_offset_and_overwrite(sam_widget, qtbot, fake_amg):
     assert set(np.unique(after[3][A])) == {5, 6} and (after[3][B] == 7).all()  # offset
     labels.undo()
     np.testing.assert_array_equal(labels.data, before)
-    sam_widget.amg_panel.overwrite_check.setChecked(True)
+    sam_widget.overwrite_check.setChecked(True)
     sam_widget.amg_panel.segment()
     wait_done(qtbot, sam_widget.amg_panel)
     after = np.array(labels.data)
@@ -158,13 +159,13 @@ def test_write_reads_only_the_target_block(sam_widget, qtbot, fake_amg, monkeypa
     import napari_sam._napari.commit as commit
 
     seen = []
-    real = commit.write_volume
+    real = commit.plan_write
 
-    def spy(labels, result, overwrite=False, key=()):
+    def spy(data, result, key, *args, **kwargs):
         seen.append((result.shape, key))
-        return real(labels, result, overwrite=overwrite, key=key)
+        return real(data, result, key, *args, **kwargs)
 
-    monkeypatch.setattr(commit, "write_volume", spy)
+    monkeypatch.setattr(commit, "plan_write", spy)
     viewer, image = sam_widget.viewer, sam_widget.image_layer
     go_to_slice(viewer, image, 2)
     labels = sam_widget.target_labels()

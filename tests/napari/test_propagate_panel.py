@@ -111,27 +111,33 @@ def test_negative_only_click_stops_and_cancel_leaves_labels(sam_widget, qtbot, f
     labels.undo()
     before = np.array(labels.data)
     fake_decoder["delay"] = 0.3
-    worker = panel.propagate()
-    qtbot.waitUntil(lambda: bool(panel.propagator.decode_calls), timeout=30000)
-    panel.cancel()
+    panel.propagate()
+    started = lambda: panel.propagator is not None and bool(panel.propagator.decode_calls)  # noqa: E731
+    qtbot.waitUntil(started, timeout=30000)
+    assert panel.cancel_button.isVisibleTo(sam_widget) and panel.cancel_button.isEnabled()
+    panel.cancel_button.click()  # the job row's one Cancel
     wait_done(qtbot, panel)
-    assert worker.abort_requested
     np.testing.assert_array_equal(labels.data, before)  # cancel: unchanged
+    assert "propagation cancelled: labels unchanged" in sam_widget.status.text()
+    assert not panel.cancel_button.isVisibleTo(sam_widget)
 
     panel.keep_check.setChecked(True)
     panel.propagate()
-    qtbot.waitUntil(lambda: bool(panel.propagator.decode_calls), timeout=30000)
+    qtbot.waitUntil(started, timeout=30000)
     panel.cancel()
     wait_done(qtbot, panel)
     kept = np.asarray(labels.data)
     assert (kept != before).any() and (kept[before > 0] == before[before > 0]).all()
+    assert "cancelled: slices done so far were kept" in sam_widget.status.text()
 
 
 def test_propagate_needs_an_object(sam_widget, qtbot):
+    """The labels are read in the worker: the problem comes back as a status line."""
     go_to_slice(sam_widget.viewer, sam_widget.image_layer, 3)
     sam_widget.target_labels().selected_label = 5
-    assert sam_widget.propagate_panel.propagate() is None
-    assert "no pixel" in sam_widget.status.text()
+    sam_widget.propagate_panel.propagate()
+    wait_done(qtbot, sam_widget.propagate_panel)
+    assert "the selected label 5 has no pixel" in sam_widget.status.text()
 
 
 def test_tzyx_propagates_the_current_time_point_only(

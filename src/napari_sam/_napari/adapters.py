@@ -96,31 +96,88 @@ def _on_slice(coords: np.ndarray, ctx: SliceContext) -> np.ndarray:
     return np.all(np.round(coords[:, :-2]).astype(int) == np.array(ctx.index), axis=1)
 
 
-def points_on_slice(
-    points: Points, image: Image, ctx: SliceContext
-) -> tuple[np.ndarray, np.ndarray]:
-    """Points on the current slice as (N, 2) (row, col) image pixels and (N,) labels
-    (1 positive, 0 negative, from the ``positive`` feature)."""
-    data = _to_image_data(points, image, np.asarray(points.data))
-    if len(data) == 0:
-        return np.zeros((0, 2)), np.zeros(0, int)
-    keep = _on_slice(data, ctx)
-    pos = np.asarray(points.features[POSITIVE_FEATURE], bool)
-    return data[keep][:, -2:], pos[keep].astype(int)
+def inside(rc: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean (N,): which (row, col) lie on a slice of ``shape`` (pixel centres ± 0.5,
+    the bounds SAM accepts)."""
+    h, w = shape
+    rows, cols = rc[:, 0], rc[:, 1]
+    return (rows >= -0.5) & (rows <= h - 0.5) & (cols >= -0.5) & (cols <= w - 0.5)
 
 
-def boxes_on_slice(shapes: Shapes, image: Image, ctx: SliceContext) -> np.ndarray:
-    """Rectangles on the current slice as (B, 4) (row_min, col_min, row_max, col_max)."""
-    out = []
-    for verts, kind in zip(shapes.data, shapes.shape_type, strict=True):
+@dataclass(frozen=True)
+class SlicePrompts:
+    """The prompts of the current slice, in (row, col) image pixels.
+
+    points (N, 2) and labels (N,) (1 positive, 0 negative); boxes (B, 4) (row_min,
+    col_min, row_max, col_max), clipped to the slice; outside_points / outside_boxes:
+    prompts of this slice that lie outside the image (ignored).
+    """
+
+    points: np.ndarray
+    labels: np.ndarray
+    boxes: np.ndarray
+    outside_points: int = 0
+    outside_boxes: int = 0
+
+    def ignored_message(self) -> str:
+        """"" when nothing was ignored, else e.g. "1 point outside the image ignored"."""
+        parts = [
+            f"{n} {word if n == 1 else plural}"
+            for n, word, plural in (
+                (self.outside_points, "point", "points"),
+                (self.outside_boxes, "box", "boxes"),
+            )
+            if n
+        ]
+        return " and ".join(parts) + " outside the image ignored" if parts else ""
+
+
+def prompts_on_slice(
+    points: Points | None, shapes: Shapes | None, image: Image, ctx: SliceContext
+) -> SlicePrompts:
+    """The points and rectangles on the slice ``ctx``; those outside the image are
+    counted and left out (never an error: the user may not see them)."""
+    pts, lab, n_pts = np.zeros((0, 2)), np.zeros(0, int), 0
+    if points is not None and len(points.data):
+        data = _to_image_data(points, image, np.asarray(points.data))
+        keep = _on_slice(data, ctx)
+        rc = data[keep][:, -2:]
+        pos = np.asarray(points.features[POSITIVE_FEATURE], bool)[keep].astype(int)
+        ok = inside(rc, ctx.shape)
+        pts, lab, n_pts = rc[ok], pos[ok], int((~ok).sum())
+    boxes, n_boxes = [], 0
+    for verts, kind in zip(
+        shapes.data if shapes is not None else [],
+        shapes.shape_type if shapes is not None else [],
+        strict=True,
+    ):
         if kind != "rectangle":
             continue
         data = _to_image_data(shapes, image, np.asarray(verts))
         if not _on_slice(data, ctx).all():
             continue
         rc = data[:, -2:]
-        out.append([*rc.min(axis=0), *rc.max(axis=0)])
-    return np.array(out, float).reshape(-1, 4)
+        box = clip_box(np.array([*rc.min(axis=0), *rc.max(axis=0)], float), ctx.shape)
+        if box[2] <= box[0] or box[3] <= box[1]:
+            n_boxes += 1  # entirely outside the image
+            continue
+        boxes.append(box)
+    return SlicePrompts(pts, lab, np.array(boxes, float).reshape(-1, 4), n_pts, n_boxes)
+
+
+def points_on_slice(
+    points: Points, image: Image, ctx: SliceContext
+) -> tuple[np.ndarray, np.ndarray]:
+    """Points on the current slice inside the image as (N, 2) (row, col) image pixels
+    and (N,) labels (1 positive, 0 negative, from the ``positive`` feature)."""
+    p = prompts_on_slice(points, None, image, ctx)
+    return p.points, p.labels
+
+
+def boxes_on_slice(shapes: Shapes, image: Image, ctx: SliceContext) -> np.ndarray:
+    """Rectangles on the current slice as (B, 4) (row_min, col_min, row_max, col_max),
+    clipped to the slice; rectangles entirely outside it are left out."""
+    return prompts_on_slice(None, shapes, image, ctx).boxes
 
 
 def clip_box(box: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -153,7 +210,7 @@ def add_points_layer(viewer, image: Image) -> Points:
         face_color=POSITIVE_FEATURE,
         face_color_cycle={True: POSITIVE_COLOR, False: NEGATIVE_COLOR},
         border_color="white",
-        size=max(3.0, min(spatial_shape(image)) / 60),
+        size=1.0,  # OwnLayers.follow_zoom: a constant size on screen
         **prompt_layer_kwargs(image),
     )
     layer.mode = "add"
@@ -165,7 +222,7 @@ def add_boxes_layer(viewer, image: Image) -> Shapes:
         name=BOXES_LAYER,
         edge_color=BOX_EDGE_COLOR,
         face_color="transparent",
-        edge_width=max(1.0, min(spatial_shape(image)) / 300),
+        edge_width=1.0,  # OwnLayers.follow_zoom: a constant width on screen
         **prompt_layer_kwargs(image),
     )
     return layer

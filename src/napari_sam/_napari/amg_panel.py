@@ -3,10 +3,11 @@
 Automatic mask generation on the current slice, or on every slice of the current
 (Z, Y, X) volume (4D: of the current time point) linked in z into 3D objects. Runs in a
 napari worker with progress and cancel, on the session's embeddings (cached / computed
-as needed). The result is written into the target Labels layer (a new one with
-"<new labels layer>") as ONE undo step (:func:`commit.write_volume`); its ids are offset
-above the layer's largest id, and existing objects are kept unless "overwrite existing
-objects" is checked (then the new objects win where they overlap).
+as needed). The worker also plans the write (:func:`commit.plan_automatic_write`: ids
+offset above the layer's largest id; existing objects kept unless the widget's
+"overwrite existing objects" is checked — then the new objects win where they
+overlap); the GUI thread writes only the changed pixels into the target Labels layer
+(a new one with "<new labels layer>") as ONE undo step (:func:`commit.apply_write`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
-    QGroupBox,
     QPushButton,
     QSpinBox,
     QWidget,
@@ -29,7 +29,7 @@ from ..engine.amg import AutomaticMaskGenerator
 from ..engine.amg_result import Progress
 from ..engine.amg_volume import DEFAULT_LINK_IOU, DEMO_MIN_SLICES, DEMO_PARAMS, VolumeAmg
 from . import adapters, commit
-from .job_panel import JobPanel
+from .job_panel import JobPanel, Outcome, cancellable
 
 # the generator's own defaults (= the official SamAutomaticMaskGenerator's)
 OFFICIAL = {
@@ -46,13 +46,15 @@ PRESETS: dict[str, dict] = {
 }
 
 
-class AmgPanel(JobPanel, QGroupBox):
-    """Built with the :class:`SamWidget` it belongs to (its session, layers, status)."""
+class AmgPanel(JobPanel, QWidget):
+    """The "Automatic" tab of the :class:`SamWidget` it belongs to (its session,
+    layers, status)."""
 
     what = "segmentation"
+    title = "segment everything"
 
     def __init__(self, widget) -> None:
-        super().__init__("Segment everything (automatic)")
+        super().__init__()
         self._init_job(widget)
         self.preset_combo = QComboBox()
         self.preset_combo.addItems(list(PRESETS))
@@ -114,7 +116,7 @@ class AmgPanel(JobPanel, QGroupBox):
             adv.addRow(label, spin)
         self.advanced.setVisible(False)
         self.advanced_check.toggled.connect(self.advanced.setVisible)
-        self.overwrite_check = QCheckBox("overwrite existing objects")
+        self.overwrite_check = widget.overwrite_check  # the widget's one setting
         self.slice_button = QPushButton("Segment this slice", clicked=lambda: self.segment())
         self.volume_button = QPushButton(
             "Segment all slices (link in z)", clicked=lambda: self.segment(volume=True)
@@ -130,16 +132,9 @@ class AmgPanel(JobPanel, QGroupBox):
         form.addRow("min slices (z)", self.min_slices_spin)
         form.addRow(self.advanced_check)
         form.addRow(self.advanced)
-        form.addRow(self.overwrite_check)
-        form.addRow(self._button_row())
+        form.addRow(self.slice_button)
+        form.addRow(self.volume_button)
         self.apply_preset(OFFICIAL_PRESET)
-
-    @classmethod
-    def add_to(cls, widget) -> AmgPanel:
-        """Create the panel, add it below the widget's other panels (``widget.amg_panel``)."""
-        widget.amg_panel = panel = cls(widget)
-        widget.layout().insertWidget(widget.layout().count() - 1, panel)
-        return panel
 
     def params(self) -> dict:
         """AutomaticMaskGenerator keyword arguments from the controls."""
@@ -182,17 +177,14 @@ class AmgPanel(JobPanel, QGroupBox):
         or None with a status message."""
         w = self.widget
         try:
-            job, total, labels, key = self._prepare(volume)
+            job, total, labels, overwrite = self._prepare(volume)
         except ValueError as err:
             w.set_status(str(err))
             return None
         return self._launch(
             job,
-            lambda result: self._write(labels, key, result),
+            lambda out: self._write(labels, out, overwrite),
             total=total,
-            desc="SAM segment everything",
-            verb="segmenting",
-            on_abort=lambda: w.set_status("segmentation cancelled: labels unchanged"),
         )
 
     # ---------------------------------------------------------------- internals
@@ -204,19 +196,31 @@ class AmgPanel(JobPanel, QGroupBox):
             session.model, normalization=session.normalization, **self.params()
         )
         labels = w.target_labels()
+        data, ids = labels.data, commit.id_snapshot(labels)
+        overwrite = w.overwrite_check.isChecked()
         crops = amg.crop_n_layers > 0  # crops are encoded from the slice itself
 
         def slice_image(index: tuple[int, ...]) -> np.ndarray | None:
             return np.asarray(session.image[index]) if crops else None
 
+        def finish(run, key: tuple[int, ...], cancel):
+            result, cancelled = yield from cancellable(_whole_steps(run), cancel)
+            if cancelled:
+                return Outcome(cancelled=True)
+            found = np.asarray(getattr(result, "labels", result), np.uint32)
+            plan = commit.plan_automatic_write(data, found, key, overwrite, ids)
+            return Outcome(plan=plan, found=int(found.max(initial=0)))
+
         if not volume:
 
-            def one_slice():
-                emb = session.embedding(ctx.index)
-                gen = amg.iter_generate(emb, image=slice_image(ctx.index))
-                return (yield from _whole_steps(gen))
+            def one_slice(cancel):
+                def run():
+                    emb = session.embedding(ctx.index)
+                    return (yield from amg.iter_generate(emb, image=slice_image(ctx.index)))
 
-            return one_slice, amg.n_steps(ctx.shape), labels, ctx.labels_index
+                return (yield from finish(run(), ctx.labels_index, cancel))
+
+            return one_slice, amg.n_steps(ctx.shape), labels, overwrite
         if image.rgb or adapters.spatial_ndim(image) - (w.channel_axis is not None) < 3:
             raise ValueError("'all slices' needs a 3D (Z, Y, X) or 4D (T, Z, Y, X) image")
         lead, lead_labels = ctx.index[:-1], ctx.labels_index[:-1]
@@ -230,24 +234,27 @@ class AmgPanel(JobPanel, QGroupBox):
             link_iou=self.link_spin.value(),
             min_slices=self.min_slices_spin.value(),
         )
-        return lambda: (yield from _whole_steps(vol.run())), nz, labels, lead_labels
 
-    def _write(self, labels, key: tuple[int, ...], result) -> None:
-        plane = np.asarray(getattr(result, "labels", result), np.uint32)
-        n = int(plane.max()) if plane.size else 0
-        if n == 0:
-            self.widget.set_status("segment everything: no object found")
+        def all_slices(cancel):
+            return (yield from finish(vol.run(), lead_labels, cancel))
+
+        return all_slices, nz, labels, overwrite
+
+    def _write(self, labels, out: Outcome, overwrite: bool) -> None:
+        w = self.widget
+        if out.cancelled:
+            w.set_status("segmentation cancelled: labels unchanged", notify=True)
             return
-        offset = commit.next_label_id(labels) - 1
-        block = np.where(plane > 0, plane + np.uint32(offset), np.uint32(0))
-        changed = commit.write_volume(
-            labels, block, overwrite=self.overwrite_check.isChecked(), key=key
-        )
-        if commit.MAX_ID_KEY in labels.metadata:
-            labels.metadata[commit.MAX_ID_KEY] = offset + n
-        self.widget.set_status(
-            f"segment everything: {n} objects (ids {offset + 1}–{offset + n}), "
-            f"{changed} pixels labelled (one undo step)"
+        if self._labels_gone(labels):
+            return
+        if out.found == 0:
+            w.set_status("segment everything: no object found", notify=True)
+            return
+        changed = commit.apply_write(labels, out.plan, overwrite=overwrite)
+        w.set_status(
+            f"segment everything: {out.found} objects found, {out.plan.objects} new, "
+            f"{changed} pixels labelled (one undo step)",
+            notify=True,
         )
 
 

@@ -6,6 +6,8 @@ all writes go through ``Labels.data_setitem`` inside ``Labels.block_history()``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from napari.layers import Image, Labels
 
@@ -96,32 +98,155 @@ def commit_slice_mask(
     lead = tuple(np.full(rows.size, i, dtype=np.intp) for i in ctx.labels_index)
     with labels.block_history():
         labels.data_setitem((*lead, rows, cols), label_id)
-    if MAX_ID_KEY in labels.metadata:
-        labels.metadata[MAX_ID_KEY] = max(labels.metadata[MAX_ID_KEY], label_id)
+    _note_written(labels, label_id)
     labels.selected_label = label_id
     return label_id
+
+
+# ------------------------------------------------------------------ volume writes
+# A long job (propagation, automatic segmentation) plans its write in its worker — it
+# reads the labels block there and keeps only the pixels that change — and the GUI
+# thread applies the plan with ONE data_setitem of those pixels (one undo step), so the
+# GUI never reads or compares whole volumes.
+
+WRITES_KEY = "napari_sam_writes"  # layer.metadata: largest id of each napari-sam write
+
+
+@dataclass(frozen=True)
+class IdSnapshot:
+    """Taken on the GUI thread when a job starts: the lazy-array id counter (None for
+    numpy labels or when unknown) and how many napari-sam writes the layer had."""
+
+    max_id: int | None
+    writes: int
+
+
+def id_snapshot(labels: Labels) -> IdSnapshot:
+    counter = None if isinstance(labels.data, np.ndarray) else labels.metadata.get(MAX_ID_KEY)
+    return IdSnapshot(counter, len(labels.metadata.get(WRITES_KEY, ())))
+
+
+@dataclass(frozen=True)
+class LabelWrite:
+    """Pixels to write into a labels layer, planned in a worker.
+
+    indices: one int array per labels axis (fancy index, N pixels); values (N,): the
+    ids to write; base: the largest id in use when planned — values above it are new
+    objects, renumbered by :func:`apply_write` above the ids that napari-sam writes
+    took meanwhile (those after the first ``since`` writes); objects: how many new ids.
+    """
+
+    indices: tuple[np.ndarray, ...]
+    values: np.ndarray
+    base: int
+    since: int = 0
+    objects: int = 0
+
+    @property
+    def size(self) -> int:
+        return int(self.values.size)
+
+
+def _note_written(labels: Labels, largest: int) -> None:
+    """Record a napari-sam write (its largest id) in the layer's metadata."""
+    labels.metadata[WRITES_KEY] = [*labels.metadata.get(WRITES_KEY, ()), int(largest)]
+    if MAX_ID_KEY in labels.metadata:
+        labels.metadata[MAX_ID_KEY] = max(int(labels.metadata[MAX_ID_KEY]), int(largest))
+
+
+def known_max_id(data, snapshot: IdSnapshot) -> int:
+    """Worker thread: the largest id of a labels array (numpy: read whole, here in the
+    worker; lazy arrays: the layer's counter, else chunk-wise once)."""
+    if isinstance(data, np.ndarray):
+        return int(data.max(initial=0))
+    if snapshot.max_id is not None:
+        return int(snapshot.max_id)
+    import dask.array as da
+
+    return int(da.from_array(data, chunks=getattr(data, "chunks", "auto")).max().compute())
+
+
+def plan_write(
+    data,
+    result: np.ndarray,
+    key: tuple[int, ...],
+    base: int,
+    overwrite: bool = False,
+    since: int = 0,
+) -> LabelWrite:
+    """Worker thread: the pixels of ``data[key]`` that ``result`` changes (0 in
+    ``result`` leaves a pixel as it is; existing objects are kept unless
+    ``overwrite``). Reads the block one leading slice at a time."""
+    key = tuple(int(k) for k in key)
+    expected = tuple(data.shape[len(key) :])
+    if result.shape != expected:
+        raise ValueError(f"result shape {result.shape} ≠ labels block shape {expected}")
+    parts: list[tuple[np.ndarray, ...]] = []
+    values: list[np.ndarray] = []
+    for lead in np.ndindex(*result.shape[:-2]):
+        res = result[lead]
+        target = res > 0
+        if not target.any():
+            continue
+        cur = np.asarray(data[(*key, *lead)])
+        target &= res != cur
+        if not overwrite:
+            target &= cur == 0
+        rows, cols = np.nonzero(target)
+        if rows.size:
+            parts.append((*(np.full(rows.size, k, np.intp) for k in (*key, *lead)), rows, cols))
+            values.append(res[rows, cols])
+    ndim = len(key) + result.ndim
+    if not parts:
+        empty = tuple(np.zeros(0, np.intp) for _ in range(ndim))
+        return LabelWrite(empty, np.zeros(0, np.int64), base, since)
+    indices = tuple(np.concatenate([p[a] for p in parts]) for a in range(ndim))
+    vals = np.concatenate(values)
+    return LabelWrite(indices, vals, base, since, len(np.unique(vals[vals > base])))
+
+
+def plan_automatic_write(
+    data, found: np.ndarray, key: tuple[int, ...], overwrite: bool, snapshot: IdSnapshot
+) -> LabelWrite:
+    """Worker thread: automatic-mask objects ``found`` (ids 1..n, the shape of
+    ``data[key]``) as new objects of the labels ``data``: ids offset above its largest
+    id; existing objects kept unless ``overwrite`` (then the new ones win)."""
+    base = known_max_id(data, snapshot)
+    block = np.where(found > 0, found.astype(np.int64) + base, 0)
+    return plan_write(data, block, key, base, overwrite, snapshot.writes)
+
+
+def apply_write(labels: Labels, plan: LabelWrite, overwrite: bool = False) -> int:
+    """GUI thread: write a plan as ONE undo step. Pixels labelled since it was planned
+    are kept (unless ``overwrite``); its new ids move above any id that napari-sam wrote
+    into the layer meanwhile. Reads and writes only the planned pixels. Returns the
+    number of pixels changed."""
+    if plan.size == 0:
+        return 0
+    idx, values = plan.indices, plan.values.astype(np.int64, copy=True)
+    if not overwrite:
+        free = np.asarray(labels.data[idx]) == 0
+        idx, values = tuple(a[free] for a in idx), values[free]
+    if values.size == 0:
+        return 0
+    meanwhile = labels.metadata.get(WRITES_KEY, [])[plan.since :]
+    shift = max(meanwhile, default=0) - plan.base
+    if shift > 0:
+        values[values > plan.base] += shift
+    with labels.block_history():
+        labels.data_setitem(idx, values.astype(labels.data.dtype))
+    if not isinstance(labels.data, np.ndarray):
+        labels.metadata.setdefault(MAX_ID_KEY, plan.base)  # counted in the worker
+    _note_written(labels, int(values.max()))
+    return int(values.size)
 
 
 def write_volume(
     labels: Labels, result: np.ndarray, overwrite: bool = False, key: tuple[int, ...] = ()
 ) -> int:
-    """Write ``result`` into ``labels.data[key]`` as ONE undo step; 0 in ``result``
-    leaves the labels as they are. ``key`` is a leading index (e.g. the time point of a
-    (T, Z, Y, X) layer) so that only that block is read and no full-size array is built.
-    Returns the number of pixels changed."""
-    key = tuple(int(k) for k in key)
-    expected = tuple(labels.data.shape[len(key) :])
-    if result.shape != expected:
-        raise ValueError(f"result shape {result.shape} ≠ labels block shape {expected}")
-    target = result > 0
-    if not overwrite:
-        target &= np.asarray(labels.data[key] if key else labels.data) == 0
-    idx = np.nonzero(target)
-    n = int(idx[0].size)
-    if n == 0:
-        return 0
-    values = result[idx]
-    full_idx = tuple(np.full(n, k, dtype=np.intp) for k in key) + idx
-    with labels.block_history():
-        labels.data_setitem(full_idx, values.astype(labels.data.dtype, copy=False))
-    return n
+    """Plan and apply at once, on the calling thread: ``result`` into
+    ``labels.data[key]`` as ONE undo step. Returns the number of pixels changed."""
+    snap = id_snapshot(labels)
+    base = known_max_id(labels.data, snap)
+    plan = plan_write(labels.data, result, key, base, overwrite, snap.writes)
+    return apply_write(labels, plan, overwrite)

@@ -1,6 +1,8 @@
-"""Names, colours and key bindings of the napari-sam widget, in one place."""
+"""Names, colours, sizes and key bindings of the napari-sam widget, in one place."""
 
 from __future__ import annotations
+
+from app_model.types import KeyCode, KeyMod
 
 POINTS_LAYER = "SAM points"
 BOXES_LAYER = "SAM boxes"
@@ -11,13 +13,28 @@ POSITIVE_FEATURE = "positive"  # bool feature column of the points layer
 POSITIVE_COLOR = "#00ff66"
 NEGATIVE_COLOR = "#ff3355"
 BOX_EDGE_COLOR = "#ffd000"
-PREVIEW_COLOR = "#00c8ff"
+# The preview is drawn as an outline (PREVIEW_CONTOUR px wide, computed in the worker)
+# in magenta: napari's default label colours are random hues of a cyclic map, never pure
+# magenta (RGB distance ≥ 0.6 from the first 10 of them), and an outline never looks
+# like a filled (committed) object.
+PREVIEW_COLOR = "#ff00ff"
+PREVIEW_CONTOUR = 2
+PREVIEW_OPACITY = 1.0
+
+# prompt size on screen (canvas pixels), kept when zooming
+POINT_SIZE_PX = 10.0
+BOX_EDGE_PX = 2.0
 
 # key bindings on the prompt layers the widget owns (bound with overwrite=True,
 # released when the widget closes)
 KEY_COMMIT = "c"
 KEY_CLEAR = "Shift-c"
 KEY_TOGGLE_POLARITY = "t"  # points layer only: next points negative / positive
+# undo / redo of the target labels layer, from the prompt layers (napari's own Labels
+# undo keys: Ctrl+Z / Ctrl+Shift+Z, Cmd on macOS)
+KEY_UNDO = KeyMod.CtrlCmd | KeyCode.KeyZ
+KEY_REDO = KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ
 
 PREVIEW_DEBOUNCE_MS = 120
 MEMORY_CACHE_SLICES = 8  # embeddings kept in RAM besides the zarr store
+CLOSE_WAIT_S = 5.0  # closing the widget waits this long for its own workers to stop

@@ -1,62 +1,93 @@
 """Base of the widget's panels that run one long job at a time in a worker
-(propagation, automatic segmentation): start, cancel, button states."""
+(propagation, automatic segmentation): start, cancel, button states, the job's row
+(message + its one Cancel button) below the widget's scroll area.
+
+A job is a generator function ``job(cancel)`` run in the widget's worker owner: it
+yields Progress, checks the ``threading.Event`` ``cancel`` between steps, does all its
+reading and planning of label writes in the worker, and returns an :class:`Outcome`
+that the GUI thread applies (one ``data_setitem`` of the changed pixels).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
 
-from qtpy.QtWidgets import QHBoxLayout, QPushButton
+from qtpy.QtWidgets import QPushButton
+
+from .commit import LabelWrite
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a job's worker hands to the GUI thread.
+
+    plan: the label write (None: nothing to write); message: a problem found in the
+    worker (no write); cancelled: the user cancelled (a plan may still hold the part
+    done, when asked to keep it); found: objects the job produced (before existing
+    labels were taken into account).
+    """
+
+    plan: LabelWrite | None = None
+    message: str = ""
+    cancelled: bool = False
+    found: int = 0
+
+
+def cancellable(gen: Generator, cancel: threading.Event) -> Generator:
+    """Re-yield ``gen`` until ``cancel`` is set; returns (its value or None, cancelled).
+    ``gen`` is closed either way."""
+    try:
+        while True:
+            if cancel.is_set():
+                return None, True
+            p = next(gen)
+            yield p
+    except StopIteration as stop:
+        return stop.value, False
+    finally:
+        gen.close()
 
 
 class JobPanel:
-    """Mixin for a QGroupBox panel of :class:`SamWidget` (``self.widget``).
+    """Mixin for a QWidget panel (a tab) of :class:`SamWidget` (``self.widget``).
 
     ``what`` names the job in messages; ``run_buttons`` are disabled while it runs and
-    ``cancel_button`` enabled. ``self.worker`` is the running worker or None.
+    the Cancel button of its job row enabled. ``self.worker`` is the running worker or
+    None; ``self.cancel_event`` the running job's cancel flag.
     """
 
     what = "job"
+    title = "job"
     run_buttons: tuple[QPushButton, ...] = ()
 
     def _init_job(self, widget) -> None:
         self.widget = widget
         self.worker = None
-        self.cancel_button = QPushButton("Cancel", clicked=self.cancel, enabled=False)
+        self.cancel_event: threading.Event | None = None
+        self.row = widget.job_row(self.title, self.cancel)
+        self.cancel_button = self.row.cancel_button
 
-    def _button_row(self) -> QHBoxLayout:
-        """The run buttons and Cancel, side by side."""
-        row = QHBoxLayout()
-        for b in (*self.run_buttons, self.cancel_button):
-            row.addWidget(b)
-        return row
-
-    def _launch(
-        self,
-        job: Callable,
-        on_result: Callable,
-        *,
-        total: int,
-        desc: str,
-        verb: str,
-        on_abort: Callable[[], None],
-    ):
-        """Run the generator function ``job`` in the widget's worker launcher with a
-        progress bar; its yields go to the status line as ``"<verb>: <message>"``."""
+    def _launch(self, job: Callable, on_result: Callable[[Outcome], None], *, total: int):
+        """Run the generator function ``job(cancel)`` in the widget's workers; its
+        progress (``total`` steps) goes to the job row."""
         w = self.widget
-        self.worker = w._start(
+        self.cancel_event = cancel = threading.Event()
+        self.worker = w.workers.start(
             job,
-            on_result,
-            progress={"total": total, "desc": desc},
-            on_yield=lambda p: w.set_status(f"{verb}: {p.message}"),
-            on_abort=on_abort,
+            cancel,
+            on_result=on_result,
+            on_yield=lambda p: self.row.progress(p.done, p.message),
             done=self._finished,
         )
-        self._set_running(True)
+        self._set_running(True, total)
         return self.worker
 
     def cancel(self) -> None:
-        if self.worker is not None:
-            self.worker.quit()
+        """Ask the running job to stop after its current step."""
+        if self.worker is not None and self.cancel_event is not None:
+            self.cancel_event.set()
             self.widget.set_status(f"cancelling {self.what} …")
 
     def _ready(self):
@@ -70,11 +101,21 @@ class JobPanel:
             raise ValueError(f"a {self.what} is already running")
         return image, session
 
+    def _labels_gone(self, labels) -> bool:
+        """True (with a message) when the target labels layer was removed meanwhile."""
+        if labels in self.widget.viewer.layers:
+            return False
+        self.widget.set_status(
+            f"{self.what}: the labels layer {labels.name!r} was removed; result dropped",
+            notify=True,
+        )
+        return True
+
     def _finished(self) -> None:
-        self.worker = None
+        self.worker = self.cancel_event = None
         self._set_running(False)
 
-    def _set_running(self, running: bool) -> None:
+    def _set_running(self, running: bool, total: int = 0) -> None:
         for b in self.run_buttons:
             b.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
+        self.row.running(running, total)

@@ -2,8 +2,9 @@
 
 Objects are the target Labels layer's objects (committed) plus the current preview
 (uncommitted prompts on this slice, which becomes a new object). The propagation runs
-in a napari worker with progress and cancel; its result is written as ONE undo step
-(:func:`commit.write_volume`, never overwriting existing labels). Slices where the
+in a napari worker with progress and cancel; the worker also reads the seeds, picks the
+new id and plans the write; the GUI thread writes only the changed pixels as ONE undo
+step (:func:`commit.apply_write`, never overwriting existing labels). Slices where the
 points layer holds only negative clicks stop the propagation. 3D (Z, Y, X) images, and
 4D (T, Z, Y, X) at the current time point.
 """
@@ -16,26 +17,27 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
-    QGroupBox,
     QPushButton,
     QSpinBox,
+    QWidget,
 )
 
-from ..engine.labels import next_free_id
 from ..engine.propagate import ALL_OBJECTS, DEFAULT_MODE, Propagator
 from ..engine.propagate_prompts import MODES
 from . import adapters, commit
 from .constants import POSITIVE_FEATURE
-from .job_panel import JobPanel
+from .job_panel import JobPanel, Outcome, cancellable
 
 
-class PropagatePanel(JobPanel, QGroupBox):
-    """Built with the :class:`SamWidget` it belongs to (its session, layers, status)."""
+class PropagatePanel(JobPanel, QWidget):
+    """The "Propagate" tab of the :class:`SamWidget` it belongs to (its session, layers,
+    status)."""
 
     what = "propagation"
+    title = "propagating"
 
     def __init__(self, widget) -> None:
-        super().__init__("Propagate through volume")
+        super().__init__()
         self._init_job(widget)
         self.mode_combo = QComboBox()
         self.mode_combo.addItems(list(MODES))
@@ -55,8 +57,10 @@ class PropagatePanel(JobPanel, QGroupBox):
         form.addRow("IoU stop", self.iou_spin)
         form.addRow("max slices", self.max_spin)
         form.addRow(self.keep_check)
-        form.addRow(self._button_row())
+        form.addRow(self.selected_button)
+        form.addRow(self.slice_button)
         self.propagator: Propagator | None = None
+        self._keep_partial = False
 
     # ------------------------------------------------------------------ actions
     def propagate(self, all_on_slice: bool = False):
@@ -64,23 +68,20 @@ class PropagatePanel(JobPanel, QGroupBox):
         the current slice). Returns the worker, or None with a status message."""
         w = self.widget
         try:
-            job = self._prepare(all_on_slice)
+            job, total, labels = self._prepare(all_on_slice)
         except ValueError as err:
             w.set_status(str(err))
             return None
-        prop, labels, lead = job
-        self.propagator = prop
-        return self._launch(
-            prop.run,
-            lambda result: self._write(labels, lead, result),
-            total=prop.total,
-            desc="SAM propagate",
-            verb="propagating",
-            on_abort=lambda: self._aborted(labels, lead, prop),
-        )
+        self.propagator = None
+        return self._launch(job, lambda out: self._write(labels, out), total=total)
+
+    def cancel(self) -> None:
+        self._keep_partial = self.keep_check.isChecked()
+        super().cancel()
 
     # ---------------------------------------------------------------- internals
     def _prepare(self, all_on_slice: bool):
+        """Checks and cheap reads on the GUI thread; the job reads the labels."""
         w = self.widget
         image, session = self._ready()
         nd = adapters.spatial_ndim(image)
@@ -89,38 +90,50 @@ class PropagatePanel(JobPanel, QGroupBox):
         ctx = w._ctx()
         labels = w.target_labels()
         lead, z0 = ctx.labels_index[:-1], ctx.labels_index[-1]
-        seeds = np.array(labels.data[lead])
-        objects: set[int] = set()
+        data, ids = labels.data, commit.id_snapshot(labels)
         preview = w.preview
-        if preview is not None and preview.index == ctx.index:
-            new_id = next_free_id(np.asarray(labels.data))
-            seeds[z0][preview.mask & (seeds[z0] == 0)] = new_id
-            objects.add(new_id)
-        if all_on_slice:
-            objects |= set(np.unique(seeds[z0]).tolist()) - {0}
-            if not objects:
-                raise ValueError("no object on this slice: commit one or add prompts first")
-        elif not objects:
-            sel = int(labels.selected_label)
-            if not (seeds == sel).any():
-                raise ValueError(f"the selected label {sel} has no pixel: select an object")
-            objects.add(sel)
+        mask = preview.mask if preview is not None and preview.index == ctx.index else None
+        selected = int(labels.selected_label)
         stops = self._negative_only_slices(lead, z0)
+        settings = {
+            "mode": self.mode_combo.currentText(),
+            "iou_stop": self.iou_spin.value(),
+            "max_slices": self.max_spin.value() or None,
+            "stop_slices": {ALL_OBJECTS: stops},
+        }
+        image_lead = ctx.index[:-1]
 
-        def embedding(z: int, lead=ctx.index[:-1]):
-            return session.embedding((*lead, z))
+        def embedding(z: int):
+            return session.embedding((*image_lead, z))
 
-        prop = Propagator(
-            session.model,
-            embedding,
-            seeds,
-            sorted(objects),
-            mode=self.mode_combo.currentText(),
-            iou_stop=self.iou_spin.value(),
-            max_slices=self.max_spin.value() or None,
-            stop_slices={ALL_OBJECTS: stops},
-        )
-        return prop, labels, lead
+        def job(cancel):
+            seeds = np.array(data[lead] if lead else data)  # this worker reads the volume
+            base = commit.known_max_id(data, ids)
+            objects: set[int] = set()
+            if mask is not None and (mask & (seeds[z0] == 0)).any():
+                seeds[z0][mask & (seeds[z0] == 0)] = base + 1
+                objects.add(base + 1)
+            if all_on_slice:
+                objects |= set(np.unique(seeds[z0]).tolist()) - {0}
+                if not objects:
+                    return Outcome(message="no object on this slice: commit one or add prompts")
+            elif not objects:
+                if not (seeds == selected).any():
+                    return Outcome(
+                        message=f"the selected label {selected} has no pixel: select an object"
+                    )
+                objects.add(selected)
+            prop = Propagator(session.model, embedding, seeds, sorted(objects), **settings)
+            self.propagator = prop
+            result, cancelled = yield from cancellable(prop.run(), cancel)
+            if cancelled:
+                if not self._keep_partial:
+                    return Outcome(cancelled=True)
+                result = prop.assemble()
+            plan = commit.plan_write(data, result, lead, base, False, ids.writes)
+            return Outcome(plan=plan, cancelled=cancelled, found=len(objects))
+
+        return job, 2 * int(data.shape[len(lead)]), labels
 
     def _negative_only_slices(self, lead: tuple[int, ...], z0: int) -> set[int]:
         """Slices (of this time point) where the points layer has only negative clicks."""
@@ -137,15 +150,23 @@ class PropagatePanel(JobPanel, QGroupBox):
                 by_slice[int(i[-1])] = by_slice.get(int(i[-1]), False) or bool(p)
         return {z for z, anyp in by_slice.items() if not anyp and z != z0}
 
-    def _write(self, labels, lead: tuple[int, ...], result: np.ndarray) -> None:
-        n = commit.write_volume(labels, np.asarray(result), key=lead)
-        self.widget.clear_prompts()
-        self.widget.set_status(f"propagation done: {n} pixels labelled (one undo step)")
-
-    def _aborted(self, labels, lead, prop: Propagator) -> None:
-        if self.keep_check.isChecked():
-            self._write(labels, lead, prop.assemble())
-            self.widget.set_status("propagation cancelled: slices done so far were kept")
+    def _write(self, labels, out: Outcome) -> None:
+        w = self.widget
+        if out.message:
+            w.set_status(out.message)
+            return
+        if out.cancelled and out.plan is None:
+            w.set_status("propagation cancelled: labels unchanged", notify=True)
+            return
+        if self._labels_gone(labels):
+            return
+        n = commit.apply_write(labels, out.plan)
+        w.clear_prompts()
+        if out.cancelled:
+            w.set_status(
+                f"propagation cancelled: slices done so far were kept ({n} pixels, one "
+                "undo step)",
+                notify=True,
+            )
         else:
-            self.widget.set_status("propagation cancelled: labels unchanged")
-
+            w.set_status(f"propagation done: {n} pixels labelled (one undo step)", notify=True)

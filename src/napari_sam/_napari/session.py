@@ -16,7 +16,7 @@ import numpy as np
 from ..engine.image import Normalization
 from ..engine.loader import SamModel
 from ..engine.predictor import Embedding, Predictor
-from .constants import MEMORY_CACHE_SLICES
+from .constants import MEMORY_CACHE_SLICES, PREVIEW_CONTOUR
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,16 @@ class Preview:
     request: int
     logits: np.ndarray | None = None  # low-res logits of the mask, for refinement
     prompts: tuple = ()  # (points as tuples, labels, box) that produced it
+    outline: np.ndarray | None = None  # (H, W) bool: the mask's edge, as displayed
+
+
+def outline(mask: np.ndarray, width: int = PREVIEW_CONTOUR) -> np.ndarray:
+    """The pixels of ``mask`` (H, W) bool within ``width`` pixels of its edge (the image
+    border counts as an edge): the preview is drawn as this outline."""
+    from scipy import ndimage
+
+    inner = ndimage.binary_erosion(mask, iterations=width, border_value=0)
+    return mask & ~inner
 
 
 class SegmentationSession:
@@ -37,6 +47,11 @@ class SegmentationSession:
 
     image: the layer's data (numpy / dask / zarr; read slice by slice).
     store_path: zarr store for the embeddings, or None for RAM only.
+    on_mismatch: a store made for another model / precision / normalisation / image
+    raises :class:`~napari_sam.store.StoreMismatchError` (``"error"``, the default: the
+    widget asks the user) or is replaced (``"overwrite"``: only after the user said so).
+    In ``"error"`` mode a stored slice whose image data changed is not used and not
+    replaced: that slice is encoded into RAM only and listed in :attr:`stale`.
     """
 
     def __init__(
@@ -46,6 +61,7 @@ class SegmentationSession:
         rgb: bool,
         store_path: str | Path | None,
         normalization: Normalization | None = None,
+        on_mismatch: str = "error",
     ) -> None:
         self.model = model
         self.image = image
@@ -54,6 +70,7 @@ class SegmentationSession:
         self._ram: OrderedDict[tuple[int, ...], Embedding] = OrderedDict()
         self._lock = threading.Lock()  # guards _ram / _click_predictor, never held long
         self._click_predictor: tuple[Embedding, Predictor] | None = None
+        self.stale: set[tuple[int, ...]] = set()  # store slices made from other data
         self.store = None
         if store_path is not None:
             from ..store import EmbeddingStore, SliceLayout
@@ -65,7 +82,7 @@ class SegmentationSession:
                 image=image,
                 layout=layout,
                 normalization=self.normalization,
-                on_mismatch="overwrite",
+                on_mismatch=on_mismatch,
             )
 
     # ------------------------------------------------------------------ embeddings
@@ -92,11 +109,19 @@ class SegmentationSession:
         data = np.asarray(self.image[index])
         if data.dtype.kind == "f" and not np.isfinite(data).any():
             raise ValueError(f"slice {index} has no finite values (all NaN / inf)")
+        stale = False
         if self.store is not None:
-            emb = self.store.get(index, data)
+            from ..store import StaleSliceError
+
+            try:
+                emb = self.store.get(index, data)
+            except StaleSliceError:
+                stale = True  # keep the store's entry: the user did not ask to replace it
+                with self._lock:
+                    self.stale.add(index)
         if emb is None:
             emb = self._predictor.compute_embedding(data)
-            if self.store is not None:
+            if self.store is not None and not stale:
                 self.store.put(index, emb, data)
         self._remember(index, emb)
         return emb
@@ -143,6 +168,7 @@ class SegmentationSession:
             request,
             r.logits[0],
             prompt_key(points, labels, box),
+            outline(r.masks[0]),  # here, in the worker: the GUI only copies it
         )
 
     def _predictor_for(self, emb: Embedding) -> Predictor:

@@ -1,0 +1,163 @@
+"""Prompts → preview, the interactive part of :class:`SamWidget`: prompts on the current
+slice are read on the GUI thread (cheap), the slice's embedding is computed (store →
+encoder) and the mask decoded in the widget's workers; the newest request wins, and a
+result for another slice, session or image is dropped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import adapters
+from .constants import POSITIVE_FEATURE
+from .session import Preview, is_refinement, prompt_key
+
+
+class PreviewMixin:
+    """Part of :class:`SamWidget` (its session, layers, workers and status)."""
+
+    def _toggle_polarity(self) -> None:
+        if self.points is None:
+            return
+        positive = not bool(self.points.feature_defaults[POSITIVE_FEATURE].iloc[0])
+        self.points.feature_defaults = {POSITIVE_FEATURE: positive}
+        self.set_status("next clicks: " + ("positive" if positive else "negative"))
+
+    def clear_prompts(self) -> None:
+        """Discard prompts and preview (layers already empty are left alone)."""
+        if self.points is not None and len(self.points.data):
+            self.points.data = np.zeros((0, self.points.ndim))
+        if self.boxes is not None and len(self.boxes.data):
+            self.boxes.data = []
+        self._show_preview(None)
+
+    def _on_slice_change(self, event=None) -> None:
+        """dims event: no layer work here, only timers."""
+        self._slice_timer.start()
+        self.schedule_preview()
+
+    def _drop_stale_preview(self) -> None:
+        try:
+            index = self._ctx().index if self.image_layer is not None else None
+        except ValueError:
+            index = None
+        if self.preview is not None and self.preview.index != index:
+            self._show_preview(None)
+
+    def schedule_preview(self, event=None) -> None:
+        """Debounce prompt / slice changes; the newest request wins."""
+        if not self._released:
+            self._timer.start()
+
+    def update_preview(self) -> None:
+        """Read prompts on the current slice (GUI thread, cheap), then decode in a worker."""
+        image, session = self.image_layer, self.session
+        if session is None or image is None or self.points is None:
+            return
+        try:
+            ctx = self._ctx()
+        except ValueError as err:
+            self.set_status(str(err))
+            return
+        prompts = adapters.prompts_on_slice(self.points, self.boxes, image, ctx)
+        self._hint = prompts.ignored_message()
+        pts, lab = prompts.points, prompts.labels
+        box = prompts.boxes[-1] if len(prompts.boxes) else None
+        if len(pts) == 0 and box is None:
+            self._show_preview(None)
+            if self._hint:
+                self.set_status(self._hint)
+            return
+        if len(pts) and not lab.any() and box is None:
+            self._show_preview(None)
+            self.set_status("only negative clicks on this slice: add a positive one or a box")
+            return
+        emb = session.cached(ctx.index)
+        if emb is None:
+            self._request_embedding(ctx.index)
+            return
+        request = next(self._requests)
+        self._latest = request
+        prev = self.preview
+        kwargs = {}
+        if (
+            prev is not None
+            and prev.index == ctx.index
+            and prev.logits is not None
+            and is_refinement(prev.prompts, prompt_key(pts, lab, box))
+        ):
+            kwargs["mask_input"] = prev.logits  # correction click: refine the last mask
+        self.workers.start(
+            session.predict, ctx.index, emb, pts, lab, box, request,
+            on_result=self._on_preview, **kwargs,
+        )  # fmt: skip
+
+    def _request_embedding(self, index: tuple[int, ...], prefetch: bool = False) -> None:
+        """Encode a slice in a worker (store → encoder); the current slice first, then
+        (optionally) its neighbours along the last slice axis, one at a time."""
+        session = self.session
+        if index in self._embedding_jobs or session is None:
+            return
+        self._embedding_jobs.add(index)
+        jobs, generation = self._embedding_jobs, self.workers.generation
+        if not prefetch:
+            self.set_status(f"encoding slice {index} …")
+
+        def done(index=index):
+            if self.workers.generation == generation:
+                jobs.discard(index)
+
+        def ready(_emb, index=index):
+            done()
+            if index in session.stale:
+                self.set_status(
+                    f"slice {index}: the store holds an embedding of other image data; "
+                    "this slice is encoded into RAM only (the store is unchanged)"
+                )
+            elif not prefetch:
+                self.set_status(f"slice {index} encoded")
+            if not prefetch:
+                self.schedule_preview()
+            self._prefetch_next(index)
+
+        self.workers.start(session.embedding, index, on_result=ready, done=done)
+
+    def _prefetch_next(self, index: tuple[int, ...]) -> None:
+        session = self.session
+        if not self.prefetch_check.isChecked() or not index or self._embedding_jobs:
+            return
+        if session is None:
+            return
+        size = session.image.shape[len(index) - 1]
+        for step in (1, -1):
+            z = index[-1] + step
+            cand = (*index[:-1], z)
+            if 0 <= z < size and session.cached(cand) is None:
+                self._request_embedding(cand, prefetch=True)
+                return
+
+    def _on_preview(self, preview: Preview) -> None:
+        if preview.request != self._latest:
+            return  # a newer request is on its way; drop this stale one
+        if self.session is None or self.image_layer is None:
+            return
+        try:
+            ctx = self._ctx()
+        except ValueError:
+            return
+        if ctx.index != preview.index:
+            return
+        self._show_preview(preview)
+        hint = f" ({self._hint})" if self._hint else ""
+        self.set_status(
+            f"preview: {int(preview.mask.sum())} px, predicted IoU {preview.score:.2f}{hint}"
+        )
+
+    def _show_preview(self, preview: Preview | None) -> None:
+        self.preview = preview
+        if preview is None:
+            self.layers.show(None)
+        else:
+            shown = preview.outline if preview.outline is not None else preview.mask
+            self.layers.show(shown)
+

@@ -1,0 +1,148 @@
+"""The panel as a whole: it fits a laptop screen (scroll area, tabs, one overwrite
+setting), reports to napari's status bar and notifications (not for every preview),
+says "cancelled" after a cancel, and never replaces an embedding store made for
+something else unless the user says so."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from qtpy.QtWidgets import QCheckBox, QPushButton
+from test_widget import add_click, go_to_slice
+
+from napari_sam._napari.binding import CANCEL, RAM_ONLY, REPLACE
+from napari_sam._napari.widget import SamWidget
+
+from tiny import TINY, make_tiny
+
+pytestmark = pytest.mark.gui
+
+
+def test_panel_fits_a_laptop_screen(make_napari_viewer, qtbot):
+    """≤ 600 px of height asked for; on a 1366 × 768 window every button of every tab
+    can be scrolled into view; one "overwrite existing objects" box."""
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((4, 32, 32), np.uint8), name="img")
+    w = SamWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Segment Anything")
+    viewer.window._qt_window.resize(1366, 768)
+    try:
+        assert w.sizeHint().height() <= 600
+        assert w.minimumSizeHint().height() <= 600
+        assert len([b for b in w.findChildren(QCheckBox) if "overwrite" in b.text()]) == 1
+        assert w.tabs.count() == 4
+        qtbot.waitUntil(lambda: w.isVisible(), timeout=10000)
+        assert w.height() <= 768
+        for tab in range(w.tabs.count()):
+            w.tabs.setCurrentIndex(tab)
+            page = w.tabs.widget(tab)
+            buttons = [b for b in page.findChildren(QPushButton) if b.isVisibleTo(page)]
+            assert buttons, w.tabs.tabText(tab)
+            for b in buttons:
+                w.scroll.ensureWidgetVisible(b)
+                qtbot.wait(10)
+                shown = b.visibleRegion().boundingRect()
+                assert shown.size() == b.size(), (w.tabs.tabText(tab), b.text())
+        # the job rows (each with its one Cancel) sit below the scroll area
+        for panel in (w.propagate_panel, w.amg_panel):
+            assert not w.scroll.isAncestorOf(panel.cancel_button)
+        assert not w.scroll.isAncestorOf(w.cancel_button)
+    finally:
+        w.release()
+
+
+def test_status_reaches_napari_and_cancel_is_reported(sam_widget, qtbot, monkeypatch):
+    from napari.utils.notifications import notification_manager
+
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    try:
+        viewer, image = sam_widget.viewer, sam_widget.image_layer
+        go_to_slice(viewer, image, 3)
+        add_click(sam_widget, image, 3, 15, 30)
+        qtbot.waitUntil(lambda: sam_widget.preview is not None, timeout=30000)
+        assert viewer.status == sam_widget.status.text()  # napari's status bar too
+        assert "preview" in viewer.status and not seen  # no notification per preview
+
+        model = sam_widget.session.model
+        real = model.encode
+
+        def slow_encode(x):
+            time.sleep(0.3)
+            return real(x)
+
+        monkeypatch.setattr(model, "encode", slow_encode)
+        store = sam_widget.session.store
+        missing = len(store.missing())
+        sam_widget.precompute()
+        qtbot.waitUntil(lambda: len(store.missing()) < missing, timeout=30000)
+        sam_widget.cancel_button.click()
+        qtbot.waitUntil(lambda: sam_widget._precompute_worker is None, timeout=30000)
+        assert "precompute cancelled" in sam_widget.status.text()
+        assert "cancelled" in viewer.status
+        assert any("precompute cancelled" in str(n.message) for n in seen)
+        assert sam_widget.session.store.missing() != []  # it really stopped early
+    finally:
+        notification_manager.notification_ready.disconnect(seen.append)
+
+
+@pytest.fixture
+def other_checkpoint(tmp_path):
+    """A tiny model with other weights (seed 1)."""
+    path = tmp_path / "other.pt"
+    torch.save({"config": TINY.to_dict(), "model": make_tiny(1).sam.state_dict()}, path)
+    return path
+
+
+def test_store_made_for_another_model_is_kept_unless_replaced(
+    make_napari_viewer, qtbot, tmp_path, tiny_checkpoint, other_checkpoint, volume, monkeypatch
+):
+    from napari_sam.store.files import read_attrs
+
+    store = tmp_path / "emb.zarr"
+    viewer = make_napari_viewer()
+    viewer.add_image(volume, name="stack")
+    w = SamWidget(viewer)
+    w.checkpoint_edit.setText(str(tiny_checkpoint))
+    w.precision_combo.setCurrentText("fp32")
+    w.prefetch_check.setChecked(False)
+    w.store_edit.setText(str(store))
+    w.load_model()
+    qtbot.waitUntil(lambda: w.session is not None, timeout=30000)
+    w.session.embedding((3,))  # one slice stored
+    made_for = read_attrs(store)["model"]
+    asked, answer = [], {}
+
+    def ask(path, differences):
+        asked.append((path, differences))
+        return answer["choice"]
+
+    monkeypatch.setattr(w, "ask_store_mismatch", ask, raising=False)
+
+    def load_other(choice):
+        asked.clear()
+        answer["choice"] = choice
+        w.checkpoint_edit.setText(str(other_checkpoint))
+        w.load_model()
+        qtbot.waitUntil(lambda: bool(asked) or w.session is not None, timeout=30000)
+
+    try:
+        load_other(CANCEL)
+        assert asked and asked[0][0] == str(store) and "weights" in asked[0][1].lower()
+        assert w.session is None and "left unchanged" in w.status.text()
+        assert read_attrs(store)["model"] == made_for  # intact
+
+        load_other(RAM_ONLY)
+        qtbot.waitUntil(lambda: w.session is not None, timeout=30000)
+        assert w.session.store is None and read_attrs(store)["model"] == made_for
+
+        load_other(REPLACE)
+        qtbot.waitUntil(lambda: w.session is not None, timeout=30000)
+        assert str(w.session.store.path) == str(store)
+        assert read_attrs(store)["model"] != made_for  # replaced, as asked
+        assert w.session.store.missing([(3,)]) == [(3,)]
+    finally:
+        w.release()
