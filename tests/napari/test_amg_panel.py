@@ -110,6 +110,22 @@ def test_no_clobbering_ids_offset_and_overwrite(sam_widget, qtbot, fake_amg):
     assert (after[3][A] == 6).all() and (after[3][B] == 7).all()
 
 
+def test_no_rim_around_committed_objects(sam_widget, qtbot, fake_amg):
+    """Automatic masks after committing: a mask that covers a committed object plus a
+    2-px ring around it adds no rim object; the other object gets the next id."""
+    viewer, image = sam_widget.viewer, sam_widget.image_layer
+    go_to_slice(viewer, image, 3)
+    labels = sam_widget.target_labels()
+    rows, cols = np.mgrid[12:23, 22:38]  # object 5 = A shrunk by 2 px on every side
+    with labels.block_history():
+        labels.data_setitem((np.full(rows.size, 3), rows.ravel(), cols.ravel()), 5)
+    sam_widget.amg_panel.segment()
+    wait_done(qtbot, sam_widget.amg_panel)
+    after = np.array(labels.data)[3]
+    assert set(np.unique(after[A])) == {0, 5}  # the ring stays empty
+    assert (after[B] == 6).all() and set(np.unique(after)) == {0, 5, 6}
+
+
 def test_all_slices_linked_one_undo_step(sam_widget, qtbot, fake_amg):
     viewer, image = sam_widget.viewer, sam_widget.image_layer
     go_to_slice(viewer, image, 1)

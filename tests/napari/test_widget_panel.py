@@ -146,3 +146,43 @@ def test_store_made_for_another_model_is_kept_unless_replaced(
         assert w.session.store.missing([(3,)]) == [(3,)]
     finally:
         w.release()
+
+
+def test_default_store_is_found_again_for_the_same_data(
+    make_napari_viewer, qtbot, tmp_path, tiny_checkpoint, volume, monkeypatch
+):
+    """No store path given: the default store is keyed by the data's content, so the
+    same data loaded again (another layer object, another name) finds its store — one
+    store in the cache, slices computed once — and other data gets its own; the store
+    is held in use while its session lives (clean-up skips it)."""
+    from napari_sam.store.cache_dir import in_use
+
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "cache" / "embeddings"
+    viewer = make_napari_viewer()
+    viewer.add_image(volume, name="first")
+    w = SamWidget(viewer)
+    w.checkpoint_edit.setText(str(tiny_checkpoint))
+    w.precision_combo.setCurrentText("fp32")
+    w.prefetch_check.setChecked(False)
+    w.image_combo.setCurrentText("first")
+    w.load_model()
+    qtbot.waitUntil(lambda: w.session is not None, timeout=30000)
+    try:
+        first = w.session.store.path
+        w.session.embedding((3,))
+        assert in_use(first)
+        viewer.add_image(volume.copy(), name="again")
+        w.image_combo.setCurrentText("again")
+        w.load_model()
+        qtbot.waitUntil(lambda: w.session is not None and w.session.image is not volume)
+        assert w.session.store.path == first and w.session.store.missing([(3,)]) == []
+        viewer.add_image(volume[::-1].copy(), name="other")
+        w.image_combo.setCurrentText("other")
+        w.load_model()
+        qtbot.waitUntil(lambda: w.session is not None and w.session.store.path != first)
+        assert sorted(p.name for p in root.iterdir() if p.suffix == ".zarr") == sorted(
+            [first.name, w.session.store.path.name]
+        )
+    finally:
+        w.release()

@@ -178,19 +178,29 @@ class BindingMixin:
 
         def job():
             path = store
-            if path == "":
-                from ..store import default_store_path
+            if path == "":  # the default cache: found again from the data's content
+                from ..store import SliceLayout
+                from ..store.paths import default_store_path_for
 
-                src = image.source.path or f"layer-{image.name}-{id(image.data)}"
-                path = default_store_path(src, model.name, precision=model.precision)
+                path = default_store_path_for(
+                    data,
+                    SliceLayout.for_shape(data.shape, rgb=bool(image.rgb)),
+                    model.name,
+                    model.precision,
+                    weights=model.weights_hash,
+                    source_path=image.source.path,
+                )
             from ..store import StoreMismatchError
 
             try:
-                return SegmentationSession(
+                session = SegmentationSession(
                     model, data, bool(image.rgb), path, on_mismatch=on_mismatch
                 )
             except StoreMismatchError as err:
-                return StoreConflict(str(path), _differences(str(err)))
+                return StoreConflict(str(path), _differences(err))
+            if store == "":
+                _cap_default_cache(path)
+            return session
 
         self._opening = True
         self.set_status(f"opening a session for {image.name!r} …")
@@ -263,8 +273,21 @@ def _check_image(image: Image | None, channel: int | None) -> str:
     return ""
 
 
-def _differences(message: str) -> str:
-    """The differences listed in a StoreMismatchError's message."""
-    _head, sep, rest = message.partition("was made for something else: ")
-    text = rest if sep else message
-    return text.split(". Use another store path")[0].rstrip(".")
+def _differences(err) -> str:
+    """The differences named by a StoreMismatchError (its problem, without the API's
+    advice: the dialog offers its own ways out)."""
+    _head, sep, rest = err.problem.partition("was made for something else: ")
+    return rest if sep else err.problem
+
+
+def _cap_default_cache(keep) -> None:
+    """Worker thread: least-recently-used default stores beyond the cap
+    (``NAPARI_SAM_CACHE_MAX_GB``, docs/cache.md) are removed; stores in use never."""
+    from ..store.cache_dir import enforce_cap
+
+    try:
+        enforce_cap(keep=(keep,))
+    except ValueError as err:  # a malformed NAPARI_SAM_CACHE_MAX_GB: say so, go on
+        import warnings
+
+        warnings.warn(f"embedding cache not capped: {err}", stacklevel=2)

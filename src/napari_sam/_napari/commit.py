@@ -209,10 +209,15 @@ def plan_automatic_write(
     data, found: np.ndarray, key: tuple[int, ...], overwrite: bool, snapshot: IdSnapshot
 ) -> LabelWrite:
     """Worker thread: automatic-mask objects ``found`` (ids 1..n, the shape of
-    ``data[key]``) as new objects of the labels ``data``: ids offset above its largest
-    id; existing objects kept unless ``overwrite`` (then the new ones win)."""
+    ``data[key]``) as new objects of the labels ``data``: consecutive ids above its
+    largest id; existing objects kept unless ``overwrite`` (then the new ones win), and
+    a new object whose part outside existing objects is only a rim or a small share of
+    it is not added (:func:`~napari_sam.engine.labels.merge_new_objects`, docs/amg.md)."""
+    from ..engine.labels import merge_new_objects
+
     base = known_max_id(data, snapshot)
-    block = np.where(found > 0, found.astype(np.int64) + base, 0)
+    existing = np.asarray(data[key]) if key else np.asarray(data)
+    block, _n = merge_new_objects(existing, found, overwrite=overwrite, first_id=base + 1)
     return plan_write(data, block, key, base, overwrite, snapshot.writes)
 
 

@@ -84,6 +84,10 @@ class SegmentationSession:
                 normalization=self.normalization,
                 on_mismatch=on_mismatch,
             )
+            from ..store.cache_dir import hold_store
+
+            # in use while this session lives: cache clean-up (any process) skips it
+            self._hold = hold_store(self.store.path)
 
     # ------------------------------------------------------------------ embeddings
     def cached(self, index: tuple[int, ...]) -> Embedding | None:
