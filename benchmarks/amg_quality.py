@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from napari_sam.engine.amg import AutomaticMaskGenerator
-from napari_sam.engine.amg_volume import DEMO_MIN_SLICES, DEMO_PARAMS, amg_volume, object_f1
+from napari_sam.engine.amg.volume import DEMO_MIN_SLICES, DEMO_PARAMS, amg_volume, object_f1
+from napari_sam.engine.decode.predictor import Predictor
 from napari_sam.engine.loader import load_model
-from napari_sam.engine.predictor import Predictor
 from napari_sam.synthetic import nuclei_2d, nuclei_3d
 
 CI_VOLUME = 31000

@@ -104,7 +104,7 @@ def child(args: argparse.Namespace) -> None:
         run = lambda: gen.generate(image)  # noqa: E731
     else:
         from napari_sam.engine.amg import AutomaticMaskGenerator
-        from napari_sam.engine.predictor import Predictor
+        from napari_sam.engine.decode.predictor import Predictor
 
         from oracle import ours_from_official
 

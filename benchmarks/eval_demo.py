@@ -97,7 +97,7 @@ def cell_picture(model, path: Path) -> None:
     point + negative point prompt, drawn over the image."""
     from skimage import data
 
-    from napari_sam.engine.predictor import Predictor
+    from napari_sam.engine.decode.predictor import Predictor
 
     img = data.cell()
     p = Predictor(model)
@@ -126,7 +126,7 @@ def cell_picture(model, path: Path) -> None:
 
 def synthetic_picture(model, pair, path: Path) -> None:
     """One centre click per nucleus of a held-out image: ground truth vs the model."""
-    from napari_sam.engine.predictor import Predictor
+    from napari_sam.engine.decode.predictor import Predictor
     from napari_sam.training.evaluate import centre_point
     from napari_sam.training.prompts import object_pixels
 

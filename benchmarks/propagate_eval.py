@@ -40,7 +40,7 @@ class Embeddings:
     """z → embedding of one volume, computed once (encoder time recorded)."""
 
     def __init__(self, model, image: np.ndarray) -> None:
-        from napari_sam.engine.predictor import Predictor
+        from napari_sam.engine.decode.predictor import Predictor
 
         self.p, self.image, self.cache, self.seconds = Predictor(model), image, {}, 0.0
 
@@ -87,9 +87,9 @@ EMB: dict = {}
 def decode_times(model, counts=(1, 10, 50), repeats=9) -> dict[int, float]:
     """Median seconds of one batched decoder call (default-mode prompts) for B objects
     on one slice (prompt building included, as in the propagation loop)."""
-    from napari_sam.engine.predictor import Predictor
+    from napari_sam.engine.decode.predictor import Predictor
     from napari_sam.engine.propagate import DEFAULT_MODE
-    from napari_sam.engine.propagate_prompts import build_prompts, parse_mode
+    from napari_sam.engine.propagate.prompts import build_prompts, parse_mode
 
     image, _ = volume("anisotropic", 0)
     z = image.shape[0] // 2
@@ -124,7 +124,7 @@ def main() -> None:
     import torch
 
     from napari_sam.engine.loader import load_model
-    from napari_sam.engine.propagate_prompts import MODES
+    from napari_sam.engine.propagate.prompts import MODES
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="demo")

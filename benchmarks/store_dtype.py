@@ -35,7 +35,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from napari_sam.engine.predictor import Embedding, Predictor
+from napari_sam.engine.decode.predictor import Predictor
+from napari_sam.engine.embedding import Embedding
 from napari_sam.model.build import CONFIGS
 
 from oracle import build_official, ours_from_official

@@ -51,8 +51,9 @@ import numpy as np
 import torch
 import zarr
 
+from napari_sam.engine.decode.predictor import Predictor
+from napari_sam.engine.embedding import Embedding
 from napari_sam.engine.loader import SamModel, wrap_model
-from napari_sam.engine.predictor import Embedding, Predictor
 from napari_sam.engine.transforms import resized_shape
 from napari_sam.model.build import CONFIGS, SamConfig, build_sam
 from napari_sam.store import EmbeddingStore, ModelSpec, fingerprint, precompute

@@ -47,7 +47,7 @@ def outline(rgb: np.ndarray, labels: np.ndarray, colour=(255, 255, 255)) -> np.n
 
 def amg_sample(model) -> None:
     from napari_sam.engine.amg import AutomaticMaskGenerator
-    from napari_sam.engine.amg_volume import DEMO_PARAMS, object_f1
+    from napari_sam.engine.amg.volume import DEMO_PARAMS, object_f1
     from napari_sam.synthetic import nuclei_2d
 
     image, truth = nuclei_2d((256, 256), seed=2024)
@@ -68,9 +68,9 @@ def amg_sample(model) -> None:
 
 def amg_volume(model) -> None:
     from napari_sam.engine.amg import AutomaticMaskGenerator
-    from napari_sam.engine.amg_volume import DEMO_MIN_SLICES, DEMO_PARAMS
-    from napari_sam.engine.amg_volume import amg_volume as run
-    from napari_sam.engine.predictor import Predictor
+    from napari_sam.engine.amg.volume import DEMO_MIN_SLICES, DEMO_PARAMS
+    from napari_sam.engine.amg.volume import amg_volume as run
+    from napari_sam.engine.decode.predictor import Predictor
     from napari_sam.synthetic import nuclei_3d
 
     image, truth = nuclei_3d((24, 128, 128), seed=31000, z_step=2.5)
@@ -87,7 +87,7 @@ def amg_volume(model) -> None:
 
 
 def propagation(model) -> None:
-    from napari_sam.engine.predictor import Predictor
+    from napari_sam.engine.decode.predictor import Predictor
     from napari_sam.engine.propagate import propagate
     from napari_sam.synthetic import nuclei_3d
     from napari_sam.training.evaluate import ious_3d, seed_slices

@@ -13,9 +13,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_model": "napari_sam.engine.loader",
     "SamModel": "napari_sam.engine.loader",
-    "Predictor": "napari_sam.engine.predictor",
-    "PredictResult": "napari_sam.engine.predictor",
-    "Embedding": "napari_sam.engine.predictor",
+    "Predictor": "napari_sam.engine.decode.predictor",
+    "PredictResult": "napari_sam.engine.decode.predictor",
+    "Embedding": "napari_sam.engine.embedding",
     "Normalization": "napari_sam.engine.image",
     "to_uint8_rgb": "napari_sam.engine.image",
     "available_models": "napari_sam.weights",
@@ -37,9 +37,10 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .engine.amg import AutomaticMaskGenerator
+    from .engine.decode.predictor import Predictor, PredictResult
+    from .engine.embedding import Embedding
     from .engine.image import Normalization, to_uint8_rgb
     from .engine.loader import SamModel, load_model
-    from .engine.predictor import Embedding, Predictor, PredictResult
     from .weights import available_models
 
 

@@ -105,7 +105,7 @@ def test_store_write_error_from_amg_and_propagate_is_one_line(tmp_path, tiny_che
 
 def test_internal_error_exit_1_asks_for_a_report(img2d, tiny_checkpoint, capsys, monkeypatch):
     """A ValueError from inside (a bug) is no longer passed off as the user's error."""
-    from napari_sam.engine.predictor import Predictor
+    from napari_sam.engine.decode.predictor import Predictor
 
     def boom(self, image):
         raise ValueError("boom inside the engine")
@@ -128,7 +128,7 @@ def test_internal_error_exit_1_asks_for_a_report(img2d, tiny_checkpoint, capsys,
 
 
 def test_ctrl_c_is_130(img2d, tiny_checkpoint, capsys, monkeypatch):
-    from napari_sam.engine.predictor import Predictor
+    from napari_sam.engine.decode.predictor import Predictor
 
     def interrupted(self, image):
         raise KeyboardInterrupt

@@ -9,8 +9,8 @@ import torch
 import zarr
 
 from napari_sam.cli import main
+from napari_sam.engine.decode.predictor import Predictor
 from napari_sam.engine.loader import load_model
-from napari_sam.engine.predictor import Predictor
 from napari_sam.store import EmbeddingStore
 
 

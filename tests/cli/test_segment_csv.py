@@ -8,7 +8,7 @@ import pytest
 import tifffile
 
 from napari_sam.cli import main
-from napari_sam.engine.predictor import Predictor, PredictResult
+from napari_sam.engine.decode.predictor import Predictor, PredictResult
 
 
 @pytest.fixture

@@ -7,16 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sam.engine.amg import AmgResult, AutomaticMaskGenerator, Progress
-from napari_sam.engine.amg_masks import (
-    CompactMask,
-    _remove_small,
-    clean_small_regions,
-    crop_boxes,
-    mask_boxes,
-)
+from napari_sam.engine.amg import AmgResult, AutomaticMaskGenerator
+from napari_sam.engine.amg.masks import CompactMask, _remove_small, clean_small_regions, crop_boxes
+from napari_sam.engine.decode.predictor import Predictor
+from napari_sam.engine.decode.upsample import mask_boxes
 from napari_sam.engine.labels import paint_compact_masks
-from napari_sam.engine.predictor import Predictor
+from napari_sam.engine.progress import Progress
 
 from requires import require
 

@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from napari_sam.engine.amg import AutomaticMaskGenerator
-from napari_sam.engine.amg_masks import crop_boxes, point_grid
+from napari_sam.engine.amg.masks import crop_boxes, point_grid
 from napari_sam.engine.image import to_uint8_rgb
 from napari_sam.model.build import CONFIGS, SamConfig
 from napari_sam.synthetic import nuclei_2d
@@ -241,7 +241,7 @@ def test_demo_model_same_masks(demo_pair, case, upsampling):
 def test_embedding_input_same_masks(random_pair):
     """A cached embedding of the slice gives the same masks as the slice."""
     _, ours = random_pair
-    from napari_sam.engine.predictor import Predictor
+    from napari_sam.engine.decode.predictor import Predictor
 
     image = smooth((200, 300, 3), 5)
     kw = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, **NO_NMS)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from napari_sam.engine.amg import AutomaticMaskGenerator
-from napari_sam.engine.amg_volume import (
+from napari_sam.engine.amg.volume import (
     DEMO_MIN_SLICES,
     DEMO_PARAMS,
     VolumeAmg,
@@ -20,7 +20,7 @@ from napari_sam.engine.amg_volume import (
     link_slices,
     object_f1,
 )
-from napari_sam.engine.predictor import Predictor
+from napari_sam.engine.decode.predictor import Predictor
 
 
 def disk(shape, centre, r, value):
@@ -99,7 +99,8 @@ class FakeAmg(AutomaticMaskGenerator):
         self.planes, self.crop_n_layers, self.calls = planes, 0, []
 
     def iter_generate(self, source, *, image=None):
-        from napari_sam.engine.amg_result import AmgResult, Progress
+        from napari_sam.engine.amg.result import AmgResult
+        from napari_sam.engine.progress import Progress
 
         self.calls.append(source)
         yield Progress(1, 2, "a")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from napari_sam import weights
+from napari_sam.engine.decode.predictor import Predictor
 from napari_sam.engine.loader import load_model
-from napari_sam.engine.predictor import Predictor
 from napari_sam.model.checkpoint import read_checkpoint
 from napari_sam.synthetic import nuclei_2d
 from napari_sam.training.evaluate import centre_point, iou

@@ -49,8 +49,8 @@ def test_bf16_on_a_native_bf16_cpu_does_not_warn(monkeypatch):
 
 @pytest.mark.filterwarnings("ignore:precision 'bf16' on a CPU")
 def test_bf16_model_gives_float32_embeddings(tiny_model):
+    from napari_sam.engine.decode.predictor import Predictor
     from napari_sam.engine.loader import wrap_model
-    from napari_sam.engine.predictor import Predictor
 
     m = wrap_model(tiny_model.sam, tiny_model.config, "tiny", "cpu", "bf16")
     p = Predictor(m)
@@ -72,7 +72,7 @@ def test_amg_grid_coordinates_use_the_device_dtype(monkeypatch):
     """The AMG's prompt coordinates get coordinate_dtype(device): float32 for MPS."""
     import numpy as np
 
-    import napari_sam.engine.amg as amg_mod
+    import napari_sam.engine.amg.generator as amg_mod
 
     from tiny import make_tiny
 

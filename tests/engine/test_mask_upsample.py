@@ -11,9 +11,14 @@ import torch
 from torch.nn import functional as F
 
 from napari_sam.engine.amg import AutomaticMaskGenerator
-from napari_sam.engine.amg_masks import mask_boxes
-from napari_sam.engine.mask_upsample import MaskUpsampler, _Blocks, _Dense, upsample_chunk
-from napari_sam.engine.predictor import Predictor
+from napari_sam.engine.decode.predictor import Predictor
+from napari_sam.engine.decode.upsample import (
+    MaskUpsampler,
+    _Blocks,
+    _Dense,
+    mask_boxes,
+    upsample_chunk,
+)
 from napari_sam.engine.transforms import resized_shape
 
 

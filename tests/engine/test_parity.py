@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from napari_sam.engine.decode.predictor import Predictor
 from napari_sam.engine.image import to_uint8_rgb
-from napari_sam.engine.predictor import Predictor
 from napari_sam.model.build import CONFIGS, SamConfig
 
 from oracle import build_official, ours_from_official

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sam.engine.predictor import Embedding, Predictor, PredictResult
+from napari_sam.engine.decode.predictor import Predictor, PredictResult
+from napari_sam.engine.embedding import Embedding
 from napari_sam.engine.propagate import Propagator, propagate
-from napari_sam.engine.propagate_prompts import (
+from napari_sam.engine.propagate.prompts import (
     build_prompts,
     interior_point,
     mask_box,

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from napari_sam import weights
+from napari_sam.engine.decode.predictor import Predictor
 from napari_sam.engine.loader import load_model
-from napari_sam.engine.predictor import Predictor
 from napari_sam.engine.propagate import propagate
 from napari_sam.synthetic import nuclei_3d
 from napari_sam.training.evaluate import ious_3d, seed_slices

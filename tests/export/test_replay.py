@@ -14,10 +14,10 @@ from scipy import ndimage as ndi
 
 from napari_sam.cli import main
 from napari_sam.engine.amg import AutomaticMaskGenerator
-from napari_sam.engine.amg_volume import DEMO_PARAMS
+from napari_sam.engine.amg.volume import DEMO_PARAMS
+from napari_sam.engine.decode.predictor import Predictor
 from napari_sam.engine.labels import next_free_id
 from napari_sam.engine.loader import load_model
-from napari_sam.engine.predictor import Predictor
 from napari_sam.engine.propagate import Propagator
 from napari_sam.export import Calibration, PromptRound, Provenance, export_labels
 from napari_sam.export.ome_zarr import read_ome_zarr
@@ -198,7 +198,7 @@ def test_replay_reports_divergence_and_refuses_other_weights(demo, volume, tiny_
 def test_replay_volume_automatic_masks_and_rgb_slices(tiny_model) -> None:
     """Automatic masks through a (T, Z, Y, X) volume (z-linked) and on an RGB slice,
     with the tiny random model: replay equals the direct run."""
-    from napari_sam.engine.amg_volume import VolumeAmg
+    from napari_sam.engine.amg.volume import VolumeAmg
     from napari_sam.engine.progress import run_to_end
 
     rng = np.random.default_rng(3)

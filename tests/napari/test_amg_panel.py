@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sam.engine.amg_result import AmgResult, Progress
+from napari_sam.engine.amg.result import AmgResult
+from napari_sam.engine.progress import Progress
 
 pytestmark = pytest.mark.gui
 
@@ -192,7 +193,7 @@ def test_write_reads_only_the_target_block(sam_widget, qtbot, fake_amg, monkeypa
 
 
 def test_presets_follow_the_loaded_model(sam_widget):
-    from napari_sam.engine.amg_volume import DEMO_MIN_SLICES, DEMO_PARAMS
+    from napari_sam.engine.amg.volume import DEMO_MIN_SLICES, DEMO_PARAMS
 
     p = sam_widget.amg_panel
     p.model_loaded("demo")

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from napari_sam.engine.predictor import Predictor, PredictResult
+from napari_sam.engine.decode.predictor import Predictor, PredictResult
 
 pytestmark = pytest.mark.gui
 

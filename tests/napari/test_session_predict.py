@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from napari_sam._napari.session import SegmentationSession
-from napari_sam.engine.folded_decoder import FoldedDecoder
-from napari_sam.engine.predictor import Predictor
+from napari_sam.engine.decode.folded import FoldedDecoder
+from napari_sam.engine.decode.predictor import Predictor
 
 from tiny import make_tiny
 

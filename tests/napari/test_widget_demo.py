@@ -170,7 +170,7 @@ def test_negative_click_removes_a_leak(demo_widget, qtbot, monkeypatch):
     mask: the widget sends box + negative click + the previous low-res logits, and the
     leak into the clicked nucleus shrinks."""
     from napari_sam._napari.session import SegmentationSession
-    from napari_sam.engine.predictor import Predictor
+    from napari_sam.engine.decode.predictor import Predictor
 
     calls = []
     real = SegmentationSession.predict

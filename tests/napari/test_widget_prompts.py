@@ -47,7 +47,7 @@ def test_preview_does_not_look_like_a_label(sam_widget, qtbot, monkeypatch):
     default Labels layer, and it is drawn as an outline of the mask, not filled."""
     from napari.layers import Labels
 
-    from napari_sam.engine.predictor import Predictor, PredictResult
+    from napari_sam.engine.decode.predictor import Predictor, PredictResult
 
     def rectangle(self, **kw):  # the decoder's answer: a 15 × 20 rectangle
         h, w = self.embedding.original_size

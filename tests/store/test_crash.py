@@ -14,7 +14,7 @@ import pytest
 import torch
 import zarr
 
-from napari_sam.engine.predictor import Predictor
+from napari_sam.engine.decode.predictor import Predictor
 from napari_sam.store import EmbeddingStore, StoreWriteError, precompute
 
 from store_helpers import volume

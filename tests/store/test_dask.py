@@ -9,7 +9,7 @@ import pytest
 import torch
 import zarr
 
-from napari_sam.engine.predictor import Predictor
+from napari_sam.engine.decode.predictor import Predictor
 from napari_sam.store import (
     EmbeddingStore,
     SliceLayout,

@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 
-from napari_sam.engine.predictor import Predictor
+from napari_sam.engine.decode.predictor import Predictor
 from napari_sam.store import EmbeddingStore, StoreMismatchError, creation
 
 from store_helpers import make_tiny, volume

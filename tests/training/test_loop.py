@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from napari_sam.cli import main
+from napari_sam.engine.decode.predictor import Predictor
 from napari_sam.engine.loader import load_model
-from napari_sam.engine.predictor import Predictor
 from napari_sam.model.build import build_sam
 from napari_sam.model.checkpoint import load_sam_checkpoint, read_checkpoint
 from napari_sam.synthetic import nuclei_2d

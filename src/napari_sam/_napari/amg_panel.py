@@ -26,8 +26,8 @@ from qtpy.QtWidgets import (
 )
 
 from ..engine.amg import AutomaticMaskGenerator
-from ..engine.amg_result import Progress
-from ..engine.amg_volume import DEFAULT_LINK_IOU, DEMO_MIN_SLICES, DEMO_PARAMS, VolumeAmg
+from ..engine.amg.volume import DEFAULT_LINK_IOU, DEMO_MIN_SLICES, DEMO_PARAMS, VolumeAmg
+from ..engine.progress import Progress
 from . import adapters, commit
 from .job_panel import JobPanel, Outcome, cancellable
 

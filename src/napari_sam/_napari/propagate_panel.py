@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..engine.propagate import ALL_OBJECTS, DEFAULT_MODE, Propagator
-from ..engine.propagate_prompts import MODES
+from ..engine.propagate.prompts import MODES
 from . import adapters, commit
 from .constants import POSITIVE_FEATURE
 from .job_panel import JobPanel, Outcome, cancellable

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.decode.predictor import Predictor
+from ..engine.embedding import Embedding
 from ..engine.image import Normalization
 from ..engine.loader import SamModel
-from ..engine.predictor import Embedding, Predictor
 from .constants import MEMORY_CACHE_SLICES, PREVIEW_CONTOUR
 
 

@@ -64,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def params_for(args: argparse.Namespace) -> dict:
     """AMG parameters: the flags given, else the demo model's tuned set (registry demo,
     no checkpoint), else the official defaults."""
-    from ..engine.amg_volume import DEMO_PARAMS
+    from ..engine.amg.volume import DEMO_PARAMS
 
     base = DEMO_PARAMS if _is_demo(args) else OFFICIAL
     out = dict(base)
@@ -80,7 +80,7 @@ def _is_demo(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.amg_volume import DEFAULT_LINK_IOU, DEMO_MIN_SLICES, object_f1
+    from ..engine.amg.volume import DEFAULT_LINK_IOU, DEMO_MIN_SLICES, object_f1
     from .io import check_output, read_image, write_labels, write_overlay
 
     truth = None
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_local(args, image, nd: int, rgb: bool, params: dict, link_iou: float) -> np.ndarray:
 
     from ..engine.amg import AutomaticMaskGenerator
-    from ..engine.amg_volume import VolumeAmg
+    from ..engine.amg.volume import VolumeAmg
     from .common import load_model
     from .slice_cache import SliceEmbeddings
 
@@ -140,7 +140,7 @@ def _run_local(args, image, nd: int, rgb: bool, params: dict, link_iou: float) -
     if nd == 2:
         return _drive(amg.iter_generate(np.asarray(image)), "amg", "step", args).labels
     nz = image.shape[-3]
-    # each slice is asked for once, in order (engine/amg_volume.py): 2 in RAM suffice
+    # each slice is asked for once, in order (engine/amg/volume.py): 2 in RAM suffice
     embeddings = SliceEmbeddings(
         model,
         image,
@@ -185,7 +185,7 @@ def _drive(steps, desc: str, unit: str, args):
 
 
 def _run_dask(args, image, nd: int, params: dict, link_iou: float) -> np.ndarray:
-    from ..engine.amg_volume import link_slices
+    from ..engine.amg.volume import link_slices
     from ..store import SliceLayout
     from ..store.amg_dask import amg_slices
     from ..store.precompute import ModelSpec

@@ -28,7 +28,7 @@ HELP = "propagate objects annotated on some slices (SEEDS labels) through a 3D /
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..engine.propagate import DEFAULT_MODE
-    from ..engine.propagate_prompts import MODES
+    from ..engine.propagate.prompts import MODES
     from .slice_cache import DEFAULT_CAPACITY
 
     p.add_argument("image", help="3D (Z, Y, X) or 4D (T, Z, Y, X) image: .tif, .npy or .zarr")

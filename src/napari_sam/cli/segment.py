@@ -50,8 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.decode.predictor import Predictor
     from ..engine.labels import paint_mask
-    from ..engine.predictor import Predictor
     from .common import load_model, user_errors
     from .io import check_output, read_image, write_labels, write_overlay
     from .prompts_csv import id_mapping, read_prompts

@@ -3,9 +3,9 @@ cache, then the zarr store given with ``--store`` (if any), then the encoder.
 
 Why a few slices of RAM are enough (the engine's access pattern):
 
-* ``VolumeAmg`` (engine/amg_volume.py) asks for every slice once, in order: nothing is
+* ``VolumeAmg`` (engine/amg/volume.py) asks for every slice once, in order: nothing is
   ever asked for again.
-* ``Propagator`` (engine/propagate.py) sweeps up, then down, asking for each slice at
+* ``Propagator`` (engine/propagate/propagator.py) sweeps up, then down, asking for each slice at
   most once per sweep, and prefetches the next slice of the sweep in one background
   thread (so two slices are in flight). A slice is asked for by BOTH sweeps only when
   it lies strictly between two annotated slices (a gap filled from both sides, or two
@@ -52,7 +52,7 @@ class SliceEmbeddings:
         capacity: int = DEFAULT_CAPACITY,
         source: str = "the image",
     ) -> None:
-        from ..engine.predictor import Predictor
+        from ..engine.decode.predictor import Predictor
         from ..store import SliceLayout
 
         if capacity < 1:

@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.decode.predictor import Predictor
+from ..engine.embedding import Embedding
 from ..engine.image import Normalization
 from ..engine.labels import next_free_id, paint_mask
 from ..engine.loader import SamModel
-from ..engine.predictor import Embedding, Predictor
 from ..engine.progress import Progress, run_to_end
 from .provenance import PromptRound, Provenance, ProvenanceError, rle_decode
 
@@ -209,7 +210,7 @@ class _Replayer:
         if volume is None:
             plane = amg.generate(self.embedding(index), image=image(index)).labels
         else:
-            from ..engine.amg_volume import VolumeAmg
+            from ..engine.amg.volume import VolumeAmg
 
             nz = self.labels.shape[len(self.labels_index(index))]
             vol = VolumeAmg(

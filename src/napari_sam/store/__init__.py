@@ -22,7 +22,7 @@ from .files import (
     store_info,
 )
 from .paths import default_store_path
-from .precompute import ModelSpec, Progress, load_spec, precompute
+from .precompute import ModelSpec, load_spec, precompute
 from .schema import ModelSignature, fingerprint
 from .slicing import SliceLayout, parse_slices
 
@@ -30,7 +30,6 @@ __all__ = [
     "EmbeddingStore",
     "ModelSignature",
     "ModelSpec",
-    "Progress",
     "SliceLayout",
     "StaleSliceError",
     "StoreCleanupWarning",

@@ -9,7 +9,7 @@ slice: the worker loads the model once per worker process
 is there and complete (else encodes the slice and writes it back), runs the 2D
 generator and returns the slice's label image (ids 1..n). The driver (the caller
 of :func:`amg_slices`) links the slices into 3D ids with
-:func:`napari_sam.engine.amg_volume.link_slices`: linking is cheap and sequential.
+:func:`napari_sam.engine.amg.volume.link_slices`: linking is cheap and sequential.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from ..engine.image import Normalization
+from ..engine.progress import Progress
 from .precompute import (
     Loader,
     ModelSpec,
-    Progress,
     _dask_client,
     _Payload,
     _payload,
@@ -121,7 +121,7 @@ def _amg_task(
     store was opened and checked by the driver; a worker opens it "r+" (never creates,
     replaces or deletes it) and refuses a store that does not match its model."""
     from ..engine.amg import AutomaticMaskGenerator
-    from ..engine.predictor import Predictor
+    from ..engine.decode.predictor import Predictor
 
     model = worker_model(spec, load)
     data = _read_payload(payload, layout, idx)

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 import zarr
 
+from ..engine.embedding import Embedding
 from ..engine.image import Normalization
-from ..engine.predictor import Embedding
 from ..engine.transforms import resized_shape
 from .creation import Mode, open_group, resolve
 from .files import (

@@ -160,7 +160,7 @@ def run(
     if scheduler is None and client is None:
         if store.sam_model is None:
             raise ValueError("local precompute needs a store opened with a loaded model")
-        from ..engine.predictor import Predictor
+        from ..engine.decode.predictor import Predictor
 
         predictor = Predictor(store.sam_model, store.normalization)
         for idx in todo:
@@ -222,7 +222,7 @@ def _embed_task(
     items: list[tuple[Index, _Payload]],
 ) -> dict[str, Any]:
     """Worker side: encode and write ``items``; the model comes from the worker cache."""
-    from ..engine.predictor import Predictor
+    from ..engine.decode.predictor import Predictor
     from .embeddings import EmbeddingStore
 
     model = worker_model(spec, load)

@@ -1,5 +1,5 @@
 """Prompt-based evaluation against instance ground truth (used by benchmarks/eval_demo.py
-and the semantic tests). Goes through the public :class:`~napari_sam.engine.predictor.Predictor`,
+and the semantic tests). Goes through the public :class:`~napari_sam.engine.decode.Predictor`,
 so it measures exactly what a user gets."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..engine.decode.predictor import Predictor
 from ..engine.loader import SamModel
-from ..engine.predictor import Predictor
 from .prompts import largest_error_click, object_box, object_pixels
 
 MODES = ("point", "point_random", "box", "point+1", "box+1")

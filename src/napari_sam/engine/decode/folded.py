@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from ..model.mask_decoder import MaskDecoder
-from ..model.transformer import Attention, TwoWayAttentionBlock
+from ...model.mask_decoder import MaskDecoder
+from ...model.transformer import Attention, TwoWayAttentionBlock
 
 _CHUNK_BYTES = 4 * 2**20  # activations per decoder call (see prompt_chunk)
 

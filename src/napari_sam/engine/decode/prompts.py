@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .transforms import boxes_to_model_xyxy, rc_to_model_xy
+from ..transforms import boxes_to_model_xyxy, rc_to_model_xy
 
 
 @dataclass(frozen=True)

@@ -110,28 +110,6 @@ def crop_boxes(
     return out
 
 
-def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """(k, H, W) bool → (k, 4) int64 inclusive boxes, zeros for empty masks."""
-    h, w = masks.shape[-2:]
-    u = masks.view(torch.uint8)  # max over uint8 is much faster than any() on CPU
-    rows, cols = u.amax(-1).bool(), u.amax(-2).bool()
-    r = torch.arange(h, device=masks.device)
-    c = torch.arange(w, device=masks.device)
-    big = max(h, w)
-    out = torch.stack(
-        [
-            torch.where(rows, r, big).amin(-1),
-            torch.where(cols, c, big).amin(-1),
-            torch.where(rows, r, -1).amax(-1),
-            torch.where(cols, c, -1).amax(-1),
-        ],
-        dim=-1,
-    )
-    empty = ~rows.any(-1)
-    out[empty] = 0
-    return out
-
-
 def near_crop_edge(
     boxes: torch.Tensor, crop: tuple[int, int, int, int], shape: tuple[int, int]
 ) -> torch.Tensor:

@@ -13,27 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .folded_decoder import FoldedDecoder, ImageContext
-from .image import Normalization, to_uint8_rgb
-from .loader import SamModel
-from .mask_upsample import MaskUpsamplers
+from ..embedding import Embedding, Encoder, for_model
+from ..image import Normalization
+from ..loader import SamModel
+from .folded import FoldedDecoder, ImageContext
 from .prompts import Prompts, validate_prompts
-from .transforms import resize_rgb, resized_shape
-
-
-@dataclass(frozen=True)
-class Embedding:
-    """What the mask decoder needs from the image encoder for one slice.
-
-    features: (1, C, h, w) float32 image embedding.
-    original_size: (H, W) of the slice. input_size: (h', w') of the resized slice
-    before padding. model_hash: weights hash of the model that computed it.
-    """
-
-    features: torch.Tensor
-    original_size: tuple[int, int]
-    input_size: tuple[int, int]
-    model_hash: str
+from .upsample import MaskUpsamplers
 
 
 @dataclass(frozen=True)
@@ -70,10 +55,10 @@ class Predictor:
         decoder_precision: str | None = None,
     ) -> None:
         """fast_decoder: decode prompts without a ``mask_input`` with the folded decoder
-        (:class:`~napari_sam.engine.folded_decoder.FoldedDecoder`: image-side work of the first
+        (:class:`~napari_sam.engine.decode.folded.FoldedDecoder`: image-side work of the first
         block done once per embedding, projections folded into the few prompt tokens —
         same mathematics, logits equal to float rounding, ~2× faster) and threshold the
-        masks blockwise at slice size (:class:`~napari_sam.engine.mask_upsample.MaskUpsampler`,
+        masks blockwise at slice size (:class:`~napari_sam.engine.decode.upsample.MaskUpsampler`,
         equal to rounding) instead of resizing full-size float logits. None → on unless
         the model was loaded with ``precision="fp32"`` (the exact parity mode).
 
@@ -87,6 +72,7 @@ class Predictor:
             )
         self.model = model
         self.normalization = normalization or Normalization()
+        self._encoder = Encoder(model, self.normalization)
         self._embedding: Embedding | None = None
         self._context: ImageContext | None = None
         self.fast_decoder = (not model.exact) if fast_decoder is None else bool(fast_decoder)
@@ -99,17 +85,11 @@ class Predictor:
     # ---------------------------------------------------------------- image / embedding
     def prepare_input(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         """Slice → preprocessed model input (1, 3, S, S) on the device, and its (H, W)."""
-        rgb = to_uint8_rgb(image, self.normalization)
-        resized = resize_rgb(rgb, self.model.sam.image_size)
-        x = torch.as_tensor(resized, device=self.model.device).permute(2, 0, 1)[None]
-        return self.model.sam.preprocess(x.float()), (rgb.shape[0], rgb.shape[1])
+        return self._encoder.prepare_input(image)
 
     def compute_embedding(self, image: np.ndarray) -> Embedding:
         """Run the image encoder on a slice (the expensive step) without changing state."""
-        x, original = self.prepare_input(image)
-        features = self.model.encode(x)
-        input_size = resized_shape(*original, self.model.sam.image_size)
-        return Embedding(features, original, input_size, self.model.weights_hash)
+        return self._encoder(image)
 
     def set_image(self, image: np.ndarray) -> Embedding:
         """Encode a 2D slice (H, W) gray or (H, W, 3) RGB and make it current."""
@@ -118,26 +98,9 @@ class Predictor:
         return self._embedding
 
     def set_embedding(self, embedding: Embedding) -> None:
-        """Use an embedding computed earlier (e.g. from the cache)."""
-        grid = self.model.sam.embedding_size
-        expected = (1, self.model.config.prompt_embed_dim, *grid)
-        if tuple(embedding.features.shape) != expected:
-            raise ValueError(
-                f"embedding features have shape {tuple(embedding.features.shape)}, "
-                f"this model needs {expected}"
-            )
-        if embedding.model_hash != self.model.weights_hash:
-            raise ValueError(
-                "embedding was computed with other model weights "
-                f"({embedding.model_hash[:12]} ≠ {self.model.weights_hash[:12]}); recompute it"
-            )
-        feats = embedding.features.to(self.model.device, torch.float32)
-        self._embedding = Embedding(
-            feats,
-            tuple(embedding.original_size),
-            tuple(embedding.input_size),
-            embedding.model_hash,
-        )
+        """Use an embedding computed earlier (e.g. from the cache); ValueError when it
+        was made by another model (other weights or feature shape)."""
+        self._embedding = for_model(embedding, self.model)
         self._context = None
 
     @property

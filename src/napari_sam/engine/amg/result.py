@@ -1,4 +1,4 @@
-"""Results and parameter checks of automatic mask generation (see :mod:`.amg`)."""
+"""Results and parameter checks of automatic mask generation (see :mod:`.generator`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import find_objects
 
-from .amg_masks import CompactMask, point_grid
-from .labels import RimRule, paint_compact_masks
-from .progress import Progress as Progress  # re-export (one Progress type)
+from ..labels import RimRule, paint_compact_masks
+from .masks import CompactMask, point_grid
 
 PAINT_ORDERS = ("quality", "area")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .transforms import resized_shape
+from ..transforms import resized_shape
 
 MODES = ("box", "mask", "points", "box+mask", "box+points", "mask+points", "box+mask+points")
 SEED_LOGIT = float(np.log((1 - 1e-3) / 1e-3))  # ±6.9: a confident binary mask as logits

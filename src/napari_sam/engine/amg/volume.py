@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .amg import AutomaticMaskGenerator
-from .amg_result import Progress
-from .predictor import Embedding
+from ..embedding import Embedding
+from ..progress import Progress
+from .generator import AutomaticMaskGenerator
 
 __all__ = [
     "DEFAULT_LINK_IOU",

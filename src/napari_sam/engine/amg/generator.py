@@ -4,7 +4,7 @@ Same parameters, defaults and pipeline as the official ``SamAutomaticMaskGenerat
 (grid of single positive points → 3 masks each → predicted-IoU filter → stability
 filter → drop masks cut by a crop edge → box NMS per crop → NMS across crops →
 optional small-region clean-up with NMS), so in fp32 it returns the same set of masks.
-It is faster because it does less, not something else (see :mod:`.folded_decoder` and
+It is faster because it does less, not something else (see :mod:`..decode.folded` and
 docs/amg.md): IoU filtering before the decoder's upscaling and any full-size
 upsampling, survivors upsampled in bounded chunks, batched stability / boxes, compact
 box-sized masks instead of full-size ones or RLEs, torchvision's batched NMS.
@@ -31,34 +31,30 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms, box_area
 
-from .amg_masks import (
+from ..decode.folded import FoldedDecoder, ImageContext
+from ..decode.upsample import MaskUpsamplers
+from ..device import coordinate_dtype
+from ..embedding import Embedding, Encoder, for_model
+from ..image import Normalization, to_uint8_rgb
+from ..labels import DEFAULT_MIN_UNCOVERED_FRACTION, DEFAULT_RIM_WIDTH, RimRule
+from ..loader import SamModel
+from ..progress import Progress, run_to_end
+from ..transforms import rc_to_model_xy
+from .masks import (
     CompactMask,
     clean_small_regions,
     crop_boxes,
     near_crop_edge,
     place_crops,
 )
-from .amg_result import (
+from .result import (
     PAINT_ORDERS,
     AmgResult,
-    ObjectRecord,
-    Progress,
     build_grids,
     build_result,
     check_int,
     check_range,
 )
-from .device import coordinate_dtype
-from .folded_decoder import FoldedDecoder, ImageContext
-from .image import Normalization, to_uint8_rgb
-from .labels import DEFAULT_MIN_UNCOVERED_FRACTION, DEFAULT_RIM_WIDTH, RimRule
-from .loader import SamModel
-from .mask_upsample import MaskUpsamplers
-from .predictor import Embedding, Predictor
-from .progress import run_to_end
-from .transforms import rc_to_model_xy
-
-__all__ = ["AmgResult", "AutomaticMaskGenerator", "ObjectRecord", "Progress"]
 
 _UPSAMPLE_BYTES = 8 * 2**20  # full-size bool masks per upsampling chunk (cache-sized)
 
@@ -70,13 +66,13 @@ class AutomaticMaskGenerator:
     ``point_grids`` are normalised (row, col) in [0, 1]² (one per crop layer).
     Additions: ``min_object_area`` drops objects smaller than this many pixels in the
     final label image; ``paint_order`` ("quality" | "area") is the overlap rule;
-    ``normalization`` maps non-uint8 slices to uint8 RGB (as :class:`Predictor`);
+    ``normalization`` maps non-uint8 slices to uint8 RGB (as the ``Predictor``);
     ``decoder_precision="bf16"`` runs the folded decoder as a bfloat16 copy (IoU head in
     fp32; no faster for small decoders, and masks near the thresholds come and go — see
     docs/amg.md; the image encoder follows the model's own precision).
     ``upsampling``: "dense" resizes every IoU survivor's logits to full size as the
     official code does; "blocks" thresholds them blockwise
-    (:class:`~napari_sam.engine.mask_upsample.MaskUpsampler`: exact interpolation only
+    (:class:`~napari_sam.engine.decode.upsample.MaskUpsampler`: exact interpolation only
     where a mask boundary or a stability threshold passes, equal to rounding); "auto"
     (default) = "dense" for an fp32 (exact) model, "blocks" otherwise.
 
@@ -162,7 +158,7 @@ class AutomaticMaskGenerator:
             sam.embedding_size,
             bf16=decoder_precision == "bf16",
         )
-        self._crops = Predictor(model)  # default normalisation: crops are uint8 RGB already
+        self._crops = Encoder(model)  # default normalisation: crops are uint8 RGB already
 
     # ------------------------------------------------------------------------ public
     def generate(
@@ -217,7 +213,7 @@ class AutomaticMaskGenerator:
         for i, (crop, layer) in enumerate(crops):
             if i > 0 or emb is None:
                 r0, c0, r1, c1 = crop
-                emb = self._crops.compute_embedding(rgb[r0:r1, c0:c1])
+                emb = self._crops(rgb[r0:r1, c0:c1])
             done += 1
             yield Progress(done, total, f"crop {i + 1}/{len(crops)}: embedding")
             crop_masks: list[CompactMask] = []
@@ -238,9 +234,7 @@ class AutomaticMaskGenerator:
         self, source: np.ndarray | Embedding, image: np.ndarray | None
     ) -> tuple[Embedding | None, np.ndarray | None, tuple[int, int]]:
         if isinstance(source, Embedding):
-            check = Predictor(self.model)
-            check.set_embedding(source)  # validates shape and weights hash
-            emb = check.embedding
+            emb = for_model(source, self.model)  # validates shape and weights hash
             rgb = None if image is None else to_uint8_rgb(image, self.normalization)
             if rgb is not None and rgb.shape[:2] != tuple(emb.original_size):
                 raise ValueError(
@@ -339,7 +333,7 @@ class AutomaticMaskGenerator:
     def _threshold(self, low: torch.Tensor, emb: Embedding) -> Generator[tuple, None, None]:
         """Low-res logits (n, 4h, 4w) in chunks → (chunk start, stability (k,), indices
         (j,) in the chunk passing the stability filter, the chunk's
-        :class:`~napari_sam.engine.mask_upsample.Thresholded` (their masks, built only
+        :class:`~napari_sam.engine.decode.upsample.Thresholded` (their masks, built only
         as box-sized crops), their boxes (j, 4))."""
         sam = self.model.sam
         thr, off = sam.mask_threshold, self.stability_score_offset

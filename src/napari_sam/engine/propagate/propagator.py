@@ -48,10 +48,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .loader import SamModel
-from .predictor import Embedding, Predictor
-from .progress import Progress, run_to_end
-from .propagate_prompts import build_prompts, parse_mode
+from ..decode.predictor import Predictor
+from ..embedding import Embedding
+from ..loader import SamModel
+from ..progress import Progress, run_to_end
+from .prompts import build_prompts, parse_mode
 
 DEFAULT_MODE = "mask+points"  # chosen by benchmarks/propagate_eval.py (docs/propagation.md)
 ALL_OBJECTS = 0  # key of ``stop_slices`` that applies to every object

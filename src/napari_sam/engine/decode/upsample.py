@@ -27,10 +27,30 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .amg_masks import mask_boxes
-
 DENSE_FRACTION = 0.1  # straddling blocks above which the dense resize is faster
 _CHUNK_BYTES = 8 * 2**20  # float logits per dense resize
+
+
+def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """(k, H, W) bool → (k, 4) int64 inclusive boxes, zeros for empty masks."""
+    h, w = masks.shape[-2:]
+    u = masks.view(torch.uint8)  # max over uint8 is much faster than any() on CPU
+    rows, cols = u.amax(-1).bool(), u.amax(-2).bool()
+    r = torch.arange(h, device=masks.device)
+    c = torch.arange(w, device=masks.device)
+    big = max(h, w)
+    out = torch.stack(
+        [
+            torch.where(rows, r, big).amin(-1),
+            torch.where(cols, c, big).amin(-1),
+            torch.where(rows, r, -1).amax(-1),
+            torch.where(cols, c, -1).amax(-1),
+        ],
+        dim=-1,
+    )
+    empty = ~rows.any(-1)
+    out[empty] = 0
+    return out
 
 
 def upsample_chunk(

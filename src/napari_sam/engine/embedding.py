@@ -1,0 +1,84 @@
+"""The image encoder's output for one slice, and the encoder step that makes it.
+
+:class:`Encoder` is the expensive half of SAM: normalise a slice to uint8 RGB
+(:mod:`.image`), resize its longest side to the model's input size (:mod:`.transforms`),
+pad, run the image encoder. Its :class:`Embedding` is what the mask decoder needs
+(:mod:`.decode`), what the embedding store keeps (``napari_sam.store``) and what the
+automatic mask generator and the propagator take per slice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .image import Normalization, to_uint8_rgb
+from .loader import SamModel
+from .transforms import resize_rgb, resized_shape
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """What the mask decoder needs from the image encoder for one slice.
+
+    features: (1, C, h, w) float32 image embedding.
+    original_size: (H, W) of the slice. input_size: (h', w') of the resized slice
+    before padding. model_hash: weights hash of the model that computed it.
+    """
+
+    features: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    model_hash: str
+
+
+class Encoder:
+    """Slice → :class:`Embedding` with one model and one intensity normalisation.
+
+    Stateless apart from its settings: one encoder may serve several threads.
+    """
+
+    def __init__(self, model: SamModel, normalization: Normalization | None = None) -> None:
+        self.model = model
+        self.normalization = normalization or Normalization()
+
+    def prepare_input(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Slice (H, W) / (H, W, 3|4) of any dtype → preprocessed model input
+        (1, 3, S, S) on the model's device, and the slice's (H, W)."""
+        rgb = to_uint8_rgb(image, self.normalization)
+        resized = resize_rgb(rgb, self.model.sam.image_size)
+        x = torch.as_tensor(resized, device=self.model.device).permute(2, 0, 1)[None]
+        return self.model.sam.preprocess(x.float()), (rgb.shape[0], rgb.shape[1])
+
+    def __call__(self, image: np.ndarray) -> Embedding:
+        """Run the image encoder on a slice (the expensive step)."""
+        x, original = self.prepare_input(image)
+        features = self.model.encode(x)
+        input_size = resized_shape(*original, self.model.sam.image_size)
+        return Embedding(features, original, input_size, self.model.weights_hash)
+
+
+def for_model(embedding: Embedding, model: SamModel) -> Embedding:
+    """``embedding`` checked against ``model`` (feature shape (1, C, h, w) and weights
+    hash; ValueError naming the difference) with its features float32 on the model's
+    device."""
+    grid = model.sam.embedding_size
+    expected = (1, model.config.prompt_embed_dim, *grid)
+    if tuple(embedding.features.shape) != expected:
+        raise ValueError(
+            f"embedding features have shape {tuple(embedding.features.shape)}, "
+            f"this model needs {expected}"
+        )
+    if embedding.model_hash != model.weights_hash:
+        raise ValueError(
+            "embedding was computed with other model weights "
+            f"({embedding.model_hash[:12]} ≠ {model.weights_hash[:12]}); recompute it"
+        )
+    return Embedding(
+        embedding.features.to(model.device, torch.float32),
+        tuple(embedding.original_size),
+        tuple(embedding.input_size),
+        embedding.model_hash,
+    )
