@@ -159,7 +159,7 @@ def test_other_model_precision_normalisation_or_image_is_never_reused(
     if change.get("model") == "other":
         other = make_tiny(seed=1)  # another checkpoint, same architecture
     elif change.get("model") == "bf16":
-        other = dataclasses.replace(model, precision="bf16")
+        other = dataclasses.replace(model, plan=dataclasses.replace(model.plan, precision="bf16"))
     kw.update({k: v for k, v in change.items() if k != "model"})
     with pytest.raises(StoreMismatchError, match=match):
         EmbeddingStore.open(tmp_path / "s.zarr", other, **kw)

@@ -14,15 +14,15 @@ from ..model.checkpoint import load_sam_checkpoint
 from ..model.common import set_attention_impl
 from ..model.sam import Sam
 from ..model.tiny_vit import set_fast_path as set_tiny_vit_fast_path
-from .device import resolve_device, resolve_precision, tune_cpu_allocator
+from .device import resolve_device, tune_cpu_allocator
+from .plan import DecodePlan, resolve_plan
 
 
 @dataclass
 class SamModel:
-    """A loaded SAM: module, architecture, device and the concrete precision.
+    """A loaded SAM: module, architecture, device and its :class:`~.plan.DecodePlan`
+    (the concrete precision and which engine paths it takes).
 
-    ``exact``: loaded with ``precision="fp32"``, the parity mode — every step uses the
-    official operation order (no folded decoder, no fused attention).
     ``name`` is the registry name or checkpoint file name; ``weights_hash`` identifies
     the weights (SHA-256 over tensor names, shapes and bytes, computed on first use) and
     is what the embedding cache records.
@@ -32,10 +32,21 @@ class SamModel:
     config: SamConfig
     name: str
     device: torch.device
-    precision: str
-    exact: bool = False
+    plan: DecodePlan
     _weights_hash: str | None = field(default=None, repr=False)
     _dense_pe: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def precision(self) -> str:
+        """The concrete encoder precision, ``"fp32"`` or ``"bf16"``."""
+        return self.plan.precision
+
+    @property
+    def exact(self) -> bool:
+        """Loaded with ``precision="fp32"``: the parity mode — every step uses the
+        official operation order (no folded decoder, no fused attention). ``"auto"``
+        resolving to fp32 is not exact."""
+        return self.plan.exact
 
     @property
     def weights_hash(self) -> str:
@@ -82,35 +93,31 @@ def wrap_model(
 ) -> SamModel:
     """Put an already-built :class:`Sam` on a device with a precision policy.
 
+    The paths it takes are its :class:`~.plan.DecodePlan` (:func:`~.plan.resolve_plan`):
     fp32 uses the exact attention (same operation order as the official code). bf16
     converts the image encoder's weights to bfloat16 once (after hashing the original
     weights, so ``weights_hash`` does not depend on the precision) and uses fused
     scaled-dot-product attention on GPUs (the materialised one, in bf16, on a CPU);
     prompt encoder and mask decoder stay float32.
     Predictors of a model loaded with ``precision="fp32"`` (``exact``) decode with the
-    official mask decoder; otherwise with the folded one (see :class:`Predictor`).
+    official mask decoder; otherwise with the folded one.
     On a CPU, glibc is told to keep freed activations for reuse
     (:func:`~napari_sam.engine.device.tune_cpu_allocator`; ``NAPARI_SAM_MALLOC_TUNING=0``
     turns that off).
     """
     dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
+    plan = resolve_plan(dev, precision)
     if dev.type == "cpu":
         tune_cpu_allocator()  # reuse freed activations instead of faulting pages in
     sam = sam.to(dev).eval()
-    model = SamModel(
-        sam=sam, config=config, name=name, device=dev, precision=prec, exact=precision == "fp32"
-    )
+    model = SamModel(sam=sam, config=config, name=name, device=dev, plan=plan)
     # TinyViT (vit_t): batch norms folded, channels-last convolutions — outside the exact
     # mode; folded in fp32 before any bf16 conversion
-    set_tiny_vit_fast_path(sam, not model.exact)
-    if prec == "bf16":
+    set_tiny_vit_fast_path(sam, plan.fold_tiny_vit)
+    if plan.precision == "bf16":
         _ = model.weights_hash
         sam.image_encoder.to(torch.bfloat16)
-    # bf16 on a CPU: the materialised attention in a reused buffer measured ~15 % faster
-    # than sdpa with the rel-pos bias as mask (docs/benchmarks.md); GPUs use sdpa
-    fused = prec != "fp32" and dev.type != "cpu"
-    set_attention_impl(sam, "sdpa" if fused else "exact")
+    set_attention_impl(sam, plan.attention)
     return model
 
 

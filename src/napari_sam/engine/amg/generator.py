@@ -69,12 +69,13 @@ class AutomaticMaskGenerator:
     ``normalization`` maps non-uint8 slices to uint8 RGB (as the ``Predictor``);
     ``decoder_precision="bf16"`` runs the folded decoder as a bfloat16 copy (IoU head in
     fp32; no faster for small decoders, and masks near the thresholds come and go — see
-    docs/amg.md; the image encoder follows the model's own precision).
+    docs/amg.md; the image encoder follows the model's own precision); None → the
+    model's plan (:mod:`napari_sam.engine.plan`: fp32).
     ``upsampling``: "dense" resizes every IoU survivor's logits to full size as the
     official code does; "blocks" thresholds them blockwise
     (:class:`~napari_sam.engine.decode.upsample.MaskUpsampler`: exact interpolation only
     where a mask boundary or a stability threshold passes, equal to rounding); "auto"
-    (default) = "dense" for an fp32 (exact) model, "blocks" otherwise.
+    (default) = the model's plan: "dense" for an fp32 (exact) model, "blocks" otherwise.
 
     Example::
 
@@ -103,7 +104,7 @@ class AutomaticMaskGenerator:
         min_uncovered_fraction: float = DEFAULT_MIN_UNCOVERED_FRACTION,
         rim_width: int = DEFAULT_RIM_WIDTH,
         normalization: Normalization | None = None,
-        decoder_precision: str = "fp32",
+        decoder_precision: str | None = None,
         upsampling: str = "auto",
     ) -> None:
         check_int("points_per_batch", points_per_batch, 1)
@@ -120,6 +121,7 @@ class AutomaticMaskGenerator:
             check_range(name, v, 0.0, 1.0, low_open=True)
         check_range("crop_overlap_ratio", crop_overlap_ratio, 0.0, 1.0, high_open=True)
         check_range("stability_score_offset", stability_score_offset, 0.0, float("inf"))
+        decoder_precision = decoder_precision or model.plan.amg_decoder_precision
         if decoder_precision not in ("fp32", "bf16"):
             raise ValueError(
                 f"decoder_precision must be 'fp32' or 'bf16', got {decoder_precision!r}"
@@ -149,7 +151,7 @@ class AutomaticMaskGenerator:
         sam = model.sam
         self.decoder_precision = decoder_precision
         if upsampling == "auto":
-            upsampling = "dense" if model.exact else "blocks"
+            upsampling = model.plan.upsampling
         self.upsampling = upsampling
         self._upsamplers = MaskUpsamplers(sam.image_size, model.device)
         self._decoder = FoldedDecoder(

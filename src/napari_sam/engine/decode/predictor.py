@@ -59,13 +59,14 @@ class Predictor:
         block done once per embedding, projections folded into the few prompt tokens —
         same mathematics, logits equal to float rounding, ~2× faster) and threshold the
         masks blockwise at slice size (:class:`~napari_sam.engine.decode.upsample.MaskUpsampler`,
-        equal to rounding) instead of resizing full-size float logits. None → on unless
-        the model was loaded with ``precision="fp32"`` (the exact parity mode).
+        equal to rounding) instead of resizing full-size float logits. None → the model's
+        plan (:mod:`napari_sam.engine.plan`): on unless the model was loaded with
+        ``precision="fp32"`` (the exact parity mode).
 
         decoder_precision: "fp32" or "bf16" for the folded decoder (bf16: a bfloat16
         copy of the decoder, ~2× faster matrix products where bf16 is native, masks
         within a few boundary pixels of fp32 — docs/benchmarks.md). None → the model's
-        own precision (bf16 for ``precision="auto"`` on bf16-capable hardware)."""
+        plan (bf16 for ``precision="auto"`` on bf16-capable hardware)."""
         if decoder_precision not in (None, "fp32", "bf16"):
             raise ValueError(
                 f"decoder_precision must be 'fp32' or 'bf16', got {decoder_precision!r}"
@@ -75,10 +76,9 @@ class Predictor:
         self._encoder = Encoder(model, self.normalization)
         self._embedding: Embedding | None = None
         self._context: ImageContext | None = None
-        self.fast_decoder = (not model.exact) if fast_decoder is None else bool(fast_decoder)
-        self.decoder_precision = decoder_precision or (
-            "bf16" if model.precision == "bf16" and not model.exact else "fp32"
-        )
+        plan = model.plan
+        self.fast_decoder = plan.fast_decoder if fast_decoder is None else bool(fast_decoder)
+        self.decoder_precision = decoder_precision or plan.decoder_precision
         self._folded_decoder: FoldedDecoder | None = None
         self._upsamplers = MaskUpsamplers(model.sam.image_size, model.device)
 
