@@ -57,7 +57,7 @@ from napari_sam.engine.loader import SamModel, wrap_model
 from napari_sam.engine.transforms import resized_shape
 from napari_sam.model.build import CONFIGS, SamConfig, build_sam
 from napari_sam.store import EmbeddingStore, ModelSpec, fingerprint, precompute
-from napari_sam.store.precompute import worker_model
+from napari_sam.store.cluster import worker_model
 from napari_sam.store.schema import chunk_checksum
 
 DTYPES = ("float16", "float32")

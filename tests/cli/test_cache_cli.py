@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from napari_sam.cli import main
-from napari_sam.store import EmbeddingStore
+from napari_sam.store import EmbeddingProvider, EmbeddingStore
 from napari_sam.store.cache_dir import hold_store, scan
 
 DAY = 86400.0
@@ -28,7 +28,7 @@ def cache(tmp_path, monkeypatch, tiny_model):
     paths = []
     for n, (name, days) in enumerate([("old", 10), ("mid", 3), ("new", 0)], start=1):
         store = EmbeddingStore.open(root / f"{name}.zarr", tiny_model, image=image)
-        for _ in store.precompute(indices=[(i,) for i in range(n)]):
+        for _ in EmbeddingProvider.for_store(store).precompute(keys=[(i,) for i in range(n)]):
             pass
         when = time.time() - days * DAY
         for dirpath, dirnames, filenames in os.walk(store.path):

@@ -1,5 +1,6 @@
-"""The CLI's embedding cache for ``propagate`` / ``amg`` holds a bounded number of slices
-(it used to keep every slice of the volume) and still encodes no slice twice."""
+"""The embedding provider the CLI uses for ``propagate`` / ``amg`` holds a bounded number
+of slices in RAM (it used to keep every slice of the volume) and still encodes no slice
+twice."""
 
 from __future__ import annotations
 
@@ -7,28 +8,29 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_sam.cli import main, slice_cache
+from napari_sam.cli import main
+from napari_sam.store import SliceLayout, provider
 
 
 @pytest.fixture
 def recorded(monkeypatch):
-    """Every SliceEmbeddings the command makes, with the indices asked for and the
+    """Every EmbeddingProvider the command makes, with the indices asked for and the
     number of embeddings in RAM after every call."""
     made = []
 
-    class Recording(slice_cache.SliceEmbeddings):
+    class Recording(provider.EmbeddingProvider):
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
             self.asked, self.sizes = [], []
             made.append(self)
 
-        def __call__(self, index):
-            emb = super().__call__(index)
+        def get(self, index, data=None):
+            emb = super().get(index, data)
             self.asked.append(tuple(index))
             self.sizes.append(len(self))
             return emb
 
-    monkeypatch.setattr(slice_cache, "SliceEmbeddings", Recording)
+    monkeypatch.setattr(provider, "EmbeddingProvider", Recording)
     return made
 
 
@@ -89,15 +91,16 @@ def test_amg_volume_keeps_two_slices(tmp_path, tiny_checkpoint, capsys, recorded
 
 def test_eviction_prefers_slices_not_kept(tiny_model):
     img = np.random.default_rng(0).integers(0, 255, (8, 16, 16)).astype(np.uint8)
-    cache = slice_cache.SliceEmbeddings(tiny_model, img, [1, 2], capacity=3)
+    layout = SliceLayout.for_shape(img.shape, spatial=[1, 2])
+    cache = provider.EmbeddingProvider(tiny_model, img, layout, capacity=3)
     cache.keep([(1,), (2,)])
     for z in range(8):
-        cache((z,))
+        cache.get((z,))
         assert len(cache) <= 3
-    assert {(1,), (2,)} <= set(cache._ram)  # kept through six other slices
-    cache((1,))
+    assert {(1,), (2,)} <= set(cache.ram_keys())  # kept through six other slices
+    cache.get((1,))
     assert cache.computed == 8  # (1,) served from RAM
     cache.clear()
     assert len(cache) == 0
     with pytest.raises(ValueError, match="capacity"):
-        slice_cache.SliceEmbeddings(tiny_model, img, [1, 2], capacity=0)
+        provider.EmbeddingProvider(tiny_model, img, layout, capacity=0)

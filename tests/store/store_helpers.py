@@ -1,9 +1,11 @@
-"""Helpers for the store tests: the tiny random-weight SAM config, test volumes and a
-read-recording array."""
+"""Helpers for the store tests: the tiny random-weight SAM config, test volumes, a
+read-recording array and the precompute of an opened store."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from napari_sam.store import EmbeddingProvider
 
 from tiny import TINY, make_tiny  # noqa: F401  (re-exported for the store tests)
 
@@ -24,3 +26,9 @@ class CountingArray:
     def __getitem__(self, key):
         self.keys.append(key)
         return self.data[key]
+
+
+def compute(store, *args, **kwargs):
+    """The Progress generator of precomputing ``store``'s missing slices through an
+    :class:`EmbeddingProvider` on it (``keys``, ``verify``, ``scheduler`` ... as there)."""
+    return EmbeddingProvider.for_store(store).precompute(*args, **kwargs)

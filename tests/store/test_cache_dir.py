@@ -18,7 +18,7 @@ import zarr
 from napari_sam.store import EmbeddingStore, store_info
 from napari_sam.store import cache_dir as cd
 
-from store_helpers import volume
+from store_helpers import compute, volume
 
 DAY = 86400.0
 
@@ -27,7 +27,7 @@ def make_store(root: Path, name: str, model, slices: int = 1, shape=(3, 20, 24))
     """A real napari-sam store with ``slices`` slices computed."""
     path = root / name
     store = EmbeddingStore.open(path, model, image=volume(shape))
-    for _ in store.precompute(indices=[(i,) for i in range(slices)]):
+    for _ in compute(store, keys=[(i,) for i in range(slices)]):
         pass
     return path
 

@@ -17,7 +17,7 @@ import zarr
 from napari_sam.engine.decode.predictor import Predictor
 from napari_sam.store import EmbeddingStore, StoreWriteError, precompute
 
-from store_helpers import volume
+from store_helpers import compute, volume
 
 KILL_SCRIPT = """
 import sys, numpy as np, torch
@@ -97,14 +97,14 @@ class _FailingMarkers:
 def test_crash_between_chunk_and_marker_leaves_slice_missing(tmp_path, model):
     img = volume()
     store = EmbeddingStore.open(tmp_path / "s.zarr", model, image=img)
-    list(store.precompute(indices=[(0,), (1,)]))
+    list(compute(store, keys=[(0,), (1,)]))
     store._markers = _FailingMarkers(store._markers)
     with pytest.raises(KeyboardInterrupt):
-        list(store.precompute())
+        list(compute(store))
     assert (tmp_path / "s.zarr/embeddings/c/2/0/0/0").is_file()  # chunk written ...
     again = EmbeddingStore.open(tmp_path / "s.zarr", model, image=img)
     assert again.missing() == [(i,) for i in range(2, 6)]  # ... but never trusted
-    assert [s.done for s in again.precompute()] == [2, 3, 4, 5, 6]
+    assert [s.done for s in compute(again)] == [2, 3, 4, 5, 6]
 
 
 def _fail_writes(monkeypatch, prefix: str, code: int):
@@ -126,18 +126,18 @@ def test_disk_full_gives_clear_error_and_consistent_store(tmp_path, model, monke
     with monkeypatch.context() as m:
         _fail_writes(m, target, errno.ENOSPC)
         with pytest.raises(StoreWriteError, match=r"no space left .* slice \(3,\)") as info:
-            list(store.precompute())
+            list(compute(store))
         assert info.value.errno == errno.ENOSPC
     assert store.missing() == [(3,), (4,), (5,)]
     assert all(store.get(i) is not None for i in range(3))
     assert not list((tmp_path / "s.zarr").rglob("*.partial"))
-    assert [s.done for s in store.precompute()] == [3, 4, 5, 6]  # space freed: resume
+    assert [s.done for s in compute(store)] == [3, 4, 5, 6]  # space freed: resume
 
 
 def test_failed_overwrite_never_serves_the_old_marker(tmp_path, model, monkeypatch):
     img = volume()
     store = EmbeddingStore.open(tmp_path / "s.zarr", model, image=img)
-    list(store.precompute())
+    list(compute(store))
     emb = Predictor(model).compute_embedding(img[0])  # any valid embedding
     with monkeypatch.context() as m:
         _fail_writes(m, "embeddings/c/4", errno.EIO)
@@ -148,7 +148,7 @@ def test_failed_overwrite_never_serves_the_old_marker(tmp_path, model, monkeypat
 
 def test_read_only_store(tmp_path, model):
     img = volume()
-    list(EmbeddingStore.open(tmp_path / "s.zarr", model, image=img).precompute(indices=[(0,)]))
+    list(compute(EmbeddingStore.open(tmp_path / "s.zarr", model, image=img), keys=[(0,)]))
     before = sorted(p.name for p in (tmp_path / "s.zarr").rglob("*"))
     ro = EmbeddingStore.open(tmp_path / "s.zarr", model, image=img, mode="r")
     assert ro.get(0) is not None
@@ -156,7 +156,7 @@ def test_read_only_store(tmp_path, model):
     with pytest.raises(StoreWriteError, match="read-only"):
         ro.put(1, emb)
     with pytest.raises(StoreWriteError, match="read-only"):
-        list(ro.precompute())
+        list(compute(ro))
     assert sorted(p.name for p in (tmp_path / "s.zarr").rglob("*")) == before
 
 
@@ -167,11 +167,11 @@ def test_read_only_file_system(tmp_path, model, monkeypatch):
         with pytest.raises(StoreWriteError, match="read-only"):
             EmbeddingStore.open(tmp_path / "new.zarr", model, image=img)
     store = EmbeddingStore.open(tmp_path / "s.zarr", model, image=img)
-    list(store.precompute(indices=[(0,)]))
+    list(compute(store, keys=[(0,)]))
     with monkeypatch.context() as m:
         _fail_writes(m, "", errno.EROFS)
         with pytest.raises(StoreWriteError, match=r"read-only \(Read-only file system\)"):
-            list(store.precompute())
+            list(compute(store))
     assert store.missing() == [(i,) for i in range(1, 6)] and store.get(0) is not None
 
 
@@ -202,7 +202,7 @@ def test_read_only_directory(tmp_path, model, monkeypatch):
         m.setattr(cls, "open", open_)
         m.setattr(cls, "mkdir", mkdir)
         with pytest.raises(StoreWriteError, match=r"read-only \(Permission denied\)"):
-            list(store.precompute())
+            list(compute(store))
     assert store.missing() == [(i,) for i in range(6)]
     assert not list(path.rglob("*.partial"))
 
@@ -210,7 +210,7 @@ def test_read_only_directory(tmp_path, model, monkeypatch):
 def test_damaged_files_are_not_trusted(tmp_path, model):
     img = volume()
     store = EmbeddingStore.open(tmp_path / "s.zarr", model, image=img)
-    list(store.precompute())
+    list(compute(store))
     chunk = tmp_path / "s.zarr/embeddings/c/1/0/0/0"
     raw = bytearray(chunk.read_bytes())
     raw[100] ^= 0xFF
@@ -218,7 +218,7 @@ def test_damaged_files_are_not_trusted(tmp_path, model):
     assert store.get(1) is None  # checksum in the marker catches it
     (tmp_path / "s.zarr/complete/c/2/0").write_bytes(b"\x00" * 7)  # torn marker
     assert store.missing() == [(2,)] and store.get(2) is None
-    assert [s.done for s in store.precompute(verify=True, indices=[(1,), (2,)])] == [0, 1, 2]
+    assert [s.done for s in compute(store, verify=True, keys=[(1,), (2,)])] == [0, 1, 2]
     assert store.get(1) is not None and store.get(2) is not None
 
 
@@ -229,4 +229,4 @@ def test_interrupted_creation_is_repaired(tmp_path, model):
     (tmp_path / "s.zarr").rename(tmp_path / "old.zarr")
     zarr.open_group(tmp_path / "s.zarr", mode="w", attributes={"napari_sam": attrs})
     again = EmbeddingStore.open(tmp_path / "s.zarr", model, image=img)  # arrays re-created
-    assert len(again.missing()) == 6 and list(again.precompute())[-1].done == 6
+    assert len(again.missing()) == 6 and list(compute(again))[-1].done == 6

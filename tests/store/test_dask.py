@@ -18,10 +18,10 @@ from napari_sam.store import (
     precompute,
 )
 from napari_sam.store.amg_dask import amg_slices
-from napari_sam.store.precompute import worker_load_counts
+from napari_sam.store.cluster import worker_load_counts
 
 from requires import require
-from store_helpers import make_tiny, volume
+from store_helpers import compute, make_tiny, volume
 
 distributed = require("distributed")
 
@@ -70,8 +70,8 @@ def test_resume_on_cluster_computes_only_missing(cluster, model, spec, tmp_path)
     img = volume((6, 40, 50), seed=3)
     path = tmp_path / "s.zarr"
     store = EmbeddingStore.open(path, model, image=img)
-    list(store.precompute(indices=[(0,), (4,)]))  # locally
-    steps = list(store.precompute(scheduler=cluster.scheduler_address, spec=spec))  # on Dask
+    list(compute(store, keys=[(0,), (4,)]))  # locally
+    steps = list(compute(store, scheduler=cluster.scheduler_address, spec=spec))  # on Dask
     assert steps[0].done == 2 and len(steps) == 5
     got = sorted(int(s.message.split("(")[1].split(",")[0]) for s in steps[1:])
     assert got == [1, 2, 3, 5]
@@ -111,7 +111,7 @@ def _files(root) -> dict:
 def test_amg_never_replaces_a_store_made_for_other_weights(cluster, model, spec, tmp_path):
     img = volume((3, 40, 50), seed=5)
     path = tmp_path / "s.zarr"
-    list(EmbeddingStore.open(path, make_tiny(seed=1), image=img).precompute())
+    list(compute(EmbeddingStore.open(path, make_tiny(seed=1), image=img)))
     before = _files(path)
     with pytest.raises(StoreMismatchError, match="--overwrite on the command line"):
         _amg(cluster, spec, img, path)
@@ -128,7 +128,7 @@ def test_amg_never_replaces_a_store_made_for_other_weights(cluster, model, spec,
 def test_amg_with_a_changed_slice_refuses_unless_overwrite(cluster, model, spec, tmp_path):
     img = volume((3, 40, 50), seed=6)
     path = tmp_path / "s.zarr"
-    list(EmbeddingStore.open(path, model, image=img).precompute())
+    list(compute(EmbeddingStore.open(path, model, image=img)))
     img[1, 3, 3] += 1
     with pytest.raises(StaleSliceError, match=r"slice \(1,\)"):
         _amg(cluster, spec, img, path)

@@ -24,12 +24,12 @@ from napari_sam.store import (
     store_info,
 )
 
-from store_helpers import make_tiny, volume
+from store_helpers import compute, make_tiny, volume
 
 
 def _filled(path, model, img):
     store = EmbeddingStore.open(path, model, image=img)
-    list(store.precompute())
+    list(compute(store))
     return store
 
 
@@ -75,7 +75,7 @@ def test_truncated_embedding_chunk_is_a_missing_slice(tmp_path, model, size, cap
 
     assert main(["info", str(tmp_path / "s.zarr")]) == 0
     assert "5/6 slices (1 damaged" in capsys.readouterr().out
-    steps = list(store.precompute(verify=True))
+    steps = list(compute(store, verify=True))
     assert [s.done for s in steps] == [5, 6]  # only the damaged slice recomputed
     assert store.get(1) is not None and store.missing() == []
 
@@ -88,7 +88,7 @@ def test_garbage_marker_chunk_is_a_missing_slice(tmp_path, model, garbage):
     assert store.missing() == [(2,)] and store.get(2) is None
     info = store_info(tmp_path / "s.zarr")
     assert (info["slices_complete"], info["slices_total"]) == (11, 12)
-    assert [s.done for s in store.precompute()] == [11, 12]
+    assert [s.done for s in compute(store)] == [11, 12]
 
 
 def test_store_info_on_a_garbage_marker_prints_nothing_else(tmp_path, model):

@@ -11,7 +11,7 @@ import torch
 from napari_sam.engine.decode.predictor import Predictor
 from napari_sam.store import EmbeddingStore, StoreMismatchError, creation
 
-from store_helpers import make_tiny, volume
+from store_helpers import compute, make_tiny, volume
 
 
 def _lose_the_race_to(monkeypatch, path, winner, img):
@@ -50,7 +50,7 @@ def test_losing_the_creation_race_to_the_same_model_shares_the_store(tmp_path, m
     mine = EmbeddingStore.open(path, model, image=img)
     theirs = EmbeddingStore.open(path, model, image=img)
     assert mine.attrs == theirs.attrs  # the winner's store, same identity
-    list(mine.precompute(indices=[(0,)]))
+    list(compute(mine, keys=[(0,)]))
     assert theirs.get(0) is not None
 
 
@@ -68,7 +68,7 @@ def test_threads_racing_to_create_one_store_with_different_weights(tmp_path):
             barrier.wait()
             try:
                 store = EmbeddingStore.open(path, models[k], image=img)
-                list(store.precompute())
+                list(compute(store))
                 outcome[k] = "ok"
             except StoreMismatchError as err:
                 outcome[k] = err
@@ -92,15 +92,15 @@ def test_writer_of_a_replaced_store_is_refused_and_never_serves_foreign_slices(t
     img = volume()
     path = tmp_path / "s.zarr"
     old = EmbeddingStore.open(path, model, image=img)
-    list(old.precompute(indices=[(0,)]))
+    list(compute(old, keys=[(0,)]))
     other = make_tiny(seed=1)
     new = EmbeddingStore.open(path, other, image=img, on_mismatch="overwrite")  # another process
-    list(new.precompute(indices=[(0,), (1,)]))
+    list(compute(new, keys=[(0,), (1,)]))
     emb = Predictor(model).compute_embedding(img[2])
     with pytest.raises(StoreMismatchError, match="replaced or removed since it was opened"):
         old.put(2, emb)
     with pytest.raises(StoreMismatchError):
-        list(old.precompute())
+        list(compute(old))
     assert new.missing() == [(i,) for i in range(2, 6)]  # nothing of the old writer's
     assert old.get(0) is None and old.get(1) is None  # the old reader is not served them
     ref = Predictor(other).compute_embedding(img[1]).features.half().float()

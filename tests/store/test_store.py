@@ -22,12 +22,12 @@ from napari_sam.store import (
     store_info,
 )
 
-from store_helpers import TINY, CountingArray, make_tiny, volume
+from store_helpers import TINY, CountingArray, compute, make_tiny, volume
 
 
 def filled(tmp_path, model, img, **kw) -> EmbeddingStore:
     store = EmbeddingStore.open(tmp_path / "s.zarr", model, image=img, **kw)
-    list(store.precompute())
+    list(compute(store))
     return store
 
 
@@ -80,7 +80,7 @@ def test_one_chunk_per_slice_and_marker_after_chunk(tmp_path, model):
     g = zarr.open_group(tmp_path / "s.zarr", mode="r")
     assert g["embeddings"].shape == (2, 3, 32, 8, 8) and g["embeddings"].chunks == (1, 1, 32, 8, 8)
     assert g["complete"].shape == (2, 3, 32) and g["complete"].chunks == (1, 1, 32)
-    list(store.precompute(indices=[(1, 2)]))
+    list(compute(store, keys=[(1, 2)]))
     markers = sorted(
         p.relative_to(tmp_path) for p in (tmp_path / "s.zarr/complete/c").rglob("*") if p.is_file()
     )
@@ -91,20 +91,20 @@ def test_one_chunk_per_slice_and_marker_after_chunk(tmp_path, model):
 def test_missing_and_resumed_precompute_progress(tmp_path, model):
     img = volume()
     store = EmbeddingStore.open(tmp_path / "s.zarr", model, image=img)
-    steps = list(store.precompute(indices=[(1,), (3,)]))
+    steps = list(compute(store, keys=[(1,), (3,)]))
     assert [(s.done, s.total) for s in steps] == [(0, 2), (1, 2), (2, 2)]
     assert store.missing() == [(0,), (2,), (4,), (5,)]
     assert store.missing([(1,), (2,)]) == [(2,)]
-    steps = list(store.precompute())
+    steps = list(compute(store))
     assert [(s.done, s.total) for s in steps] == [(2, 6), (3, 6), (4, 6), (5, 6), (6, 6)]
-    assert store.missing() == [] and list(store.precompute())[-1].done == 6
+    assert store.missing() == [] and list(compute(store))[-1].done == 6
 
 
 def test_never_reads_more_than_the_touched_slices(tmp_path, model):
     arr = CountingArray(volume())
     store = EmbeddingStore.open(tmp_path / "s.zarr", model, image=arr)
     assert store.missing() == [(i,) for i in range(6)] and arr.keys == []
-    list(store.precompute(indices=[(1,), (3,)]))
+    list(compute(store, keys=[(1,), (3,)]))
     assert [k[0] for k in arr.keys] == [1, 3]
     arr.keys.clear()
     assert store.get(3) is not None and [k[0] for k in arr.keys] == [3]
@@ -131,10 +131,10 @@ def test_changed_slice_is_refused_or_recomputed(tmp_path, model):
     with pytest.raises(StaleSliceError, match=r"slice \(2,\) .* other image data"):
         store.get(2)
     assert store.get(1) is not None
-    assert list(store.precompute())[-1] == (6, 6, "6 of 6 slices already complete")  # markers only
+    assert list(compute(store))[-1] == (6, 6, "6 of 6 slices already complete")  # markers only
     lenient = EmbeddingStore.open(tmp_path / "s.zarr", model, image=img, on_mismatch="overwrite")
     assert lenient.get(2) is None
-    steps = list(lenient.precompute(verify=True))
+    steps = list(compute(lenient, verify=True))
     assert [s.done for s in steps] == [5, 6]  # only slice 2 recomputed
     ref = Predictor(model).compute_embedding(img[2]).features.half().float()
     assert torch.equal(lenient.get(2).features, ref) and torch.equal(store.get(2).features, ref)
@@ -233,7 +233,7 @@ def test_default_store_path_is_keyed_by_source_and_model(tmp_path, monkeypatch):
 
 def test_info_counts_complete_slices(tmp_path, model):
     store = EmbeddingStore.open(tmp_path / "s.zarr", model, image=volume())
-    list(store.precompute(indices=[(0,), (5,)]))
+    list(compute(store, keys=[(0,), (5,)]))
     info = store_info(tmp_path / "s.zarr")
     assert info == store.info()
     assert info["slices_complete"] == 2 and info["slices_total"] == 6

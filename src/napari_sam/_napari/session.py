@@ -5,7 +5,6 @@ prompt → mask step. All methods may run in worker threads; nothing here touche
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from ..engine.decode.predictor import Predictor
 from ..engine.embedding import Embedding
 from ..engine.image import Normalization
 from ..engine.loader import SamModel
+from ..engine.progress import Progress
 from .constants import MEMORY_CACHE_SLICES, PREVIEW_CONTOUR
 
 
@@ -44,7 +44,9 @@ def outline(mask: np.ndarray, width: int = PREVIEW_CONTOUR) -> np.ndarray:
 
 
 class SegmentationSession:
-    """One image layer + one model: embeddings (zarr store + RAM) and predictions.
+    """One image layer + one model: embeddings (an
+    :class:`~napari_sam.store.provider.EmbeddingProvider`: RAM → zarr store → encoder) and
+    predictions.
 
     image: the layer's data (numpy / dask / zarr; read slice by slice).
     store_path: zarr store for the embeddings, or None for RAM only.
@@ -64,81 +66,55 @@ class SegmentationSession:
         normalization: Normalization | None = None,
         on_mismatch: str = "error",
     ) -> None:
+        from ..store import EmbeddingProvider, SliceLayout
+
+        if on_mismatch not in ("error", "overwrite"):
+            raise ValueError(f"on_mismatch must be 'error' or 'overwrite', got {on_mismatch!r}")
         self.model = model
         self.image = image
         self.normalization = normalization or Normalization()
-        self._predictor = Predictor(model, self.normalization)
-        self._ram: OrderedDict[tuple[int, ...], Embedding] = OrderedDict()
-        self._lock = threading.Lock()  # guards _ram / _click_predictor, never held long
+        self.embeddings = EmbeddingProvider(
+            model,
+            image,
+            SliceLayout.for_shape(image.shape, rgb=rgb),
+            normalization=self.normalization,
+            store=store_path,
+            overwrite=on_mismatch == "overwrite",
+            capacity=MEMORY_CACHE_SLICES,
+            on_stale="ram",
+            check=_finite,
+        )
+        self._lock = threading.Lock()  # guards _click_predictor, never held long
         self._click_predictor: tuple[Embedding, Predictor] | None = None
-        self.stale: set[tuple[int, ...]] = set()  # store slices made from other data
-        self.store = None
-        if store_path is not None:
-            from ..store import EmbeddingStore, SliceLayout
-
-            layout = SliceLayout.for_shape(image.shape, rgb=rgb)
-            self.store = EmbeddingStore.open(
-                store_path,
-                model,
-                image=image,
-                layout=layout,
-                normalization=self.normalization,
-                on_mismatch=on_mismatch,
-            )
+        if self.store is not None:
             from ..store.cache_dir import hold_store
 
             # in use while this session lives: cache clean-up (any process) skips it
             self._hold = hold_store(self.store.path)
 
+    @property
+    def store(self):
+        """The zarr embedding store, or None (RAM only)."""
+        return self.embeddings.store
+
+    @property
+    def stale(self) -> set[tuple[int, ...]]:
+        """Store slices made from other image data (encoded into RAM only)."""
+        return self.embeddings.stale
+
     # ------------------------------------------------------------------ embeddings
     def cached(self, index: tuple[int, ...]) -> Embedding | None:
         """Embedding from RAM only (cheap: safe on the GUI thread)."""
-        with self._lock:
-            emb = self._ram.get(index)
-            if emb is not None:
-                self._ram.move_to_end(index)
-            return emb
-
-    def _remember(self, index: tuple[int, ...], emb: Embedding) -> None:
-        with self._lock:
-            self._ram[index] = emb
-            self._ram.move_to_end(index)
-            while len(self._ram) > MEMORY_CACHE_SLICES:
-                self._ram.popitem(last=False)
+        return self.embeddings.cached(index)
 
     def embedding(self, index: tuple[int, ...]) -> Embedding:
         """RAM → zarr store → encoder (then written to the store). Worker threads only."""
-        emb = self.cached(index)
-        if emb is not None:
-            return emb
-        data = np.asarray(self.image[index])
-        if data.dtype.kind == "f" and not np.isfinite(data).any():
-            raise ValueError(f"slice {index} has no finite values (all NaN / inf)")
-        stale = False
-        if self.store is not None:
-            from ..store import StaleSliceError
+        return self.embeddings.get(index)
 
-            try:
-                emb = self.store.get(index, data)
-            except StaleSliceError:
-                stale = True  # keep the store's entry: the user did not ask to replace it
-                with self._lock:
-                    self.stale.add(index)
-        if emb is None:
-            emb = self._predictor.compute_embedding(data)
-            if self.store is not None and not stale:
-                self.store.put(index, emb, data)
-        self._remember(index, emb)
-        return emb
-
-    def precompute(self, indices: list[tuple[int, ...]]) -> Iterator[tuple[int, int]]:
-        """Compute missing embeddings into the store; yields (done, total)."""
-        todo = indices if self.store is None else self.store.missing(indices)
-        total = len(todo)
-        yield 0, total
-        for i, index in enumerate(todo, 1):
-            self.embedding(index)
-            yield i, total
+    def precompute(self, indices: list[tuple[int, ...]]) -> Iterator[Progress]:
+        """Compute missing embeddings into the store (every slice without a store);
+        yields Progress with ``done`` counting the slices already complete."""
+        return self.embeddings.precompute(indices)
 
     # ------------------------------------------------------------------- predict
     def predict(
@@ -204,3 +180,9 @@ def is_refinement(previous: tuple, current: tuple) -> bool:
     (p_pts, p_lab, p_box), (c_pts, c_lab, c_box) = previous, current
     n = len(p_pts)
     return c_box == p_box and len(c_pts) > n and c_pts[:n] == p_pts and c_lab[:n] == p_lab
+
+
+def _finite(index: tuple[int, ...], data: np.ndarray) -> None:
+    """A slice that is all NaN / inf cannot be segmented: say so instead of encoding it."""
+    if data.dtype.kind == "f" and not np.isfinite(data).any():
+        raise ValueError(f"slice {index} has no finite values (all NaN / inf)")

@@ -214,9 +214,12 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
         indices = list(np.ndindex(*session.image.shape[: nd - 2]))
         cancel = self._precompute_cancel = threading.Event()
 
-        def job():
-            done = total = 0
-            for done, total in session.precompute(indices):
+        def job():  # counts the missing slices only (those already complete are done)
+            done = total = already = 0
+            for step, p in enumerate(session.precompute(indices)):
+                if step == 0:
+                    already = p.done
+                done, total = p.done - already, p.total - already
                 yield done, total
                 if cancel.is_set():
                     return done, total, True

@@ -17,7 +17,6 @@ precision / normalisation / image, are replaced only with ``--overwrite``.
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 
@@ -128,68 +127,45 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_local(args, image, nd: int, rgb: bool, params: dict, link_iou: float) -> np.ndarray:
-
-    from ..engine.amg import AutomaticMaskGenerator
-    from ..engine.amg.volume import VolumeAmg
-    from .common import load_model
-    from .slice_cache import SliceEmbeddings
+    from ..engine.amg import AutomaticMaskGenerator, VolumeAmg
+    from .common import load_model, store_errors, volume_embeddings
+    from .progress import drive
 
     model = load_model(args)
     with user_errors(ValueError):  # --points-per-side 0, thresholds out of range, ...
         amg = AutomaticMaskGenerator(model, **params)
     if nd == 2:
-        return _drive(amg.iter_generate(np.asarray(image)), "amg", "step", args).labels
+        return drive(amg.iter_generate(np.asarray(image)), "amg", "step",
+                     quiet=args.no_progress).labels  # fmt: skip
     nz = image.shape[-3]
     # each slice is asked for once, in order (engine/amg/volume.py): 2 in RAM suffice
-    embeddings = SliceEmbeddings(
-        model,
-        image,
-        [nd - 2, nd - 1],
-        args.store,
-        overwrite=args.overwrite,
-        capacity=2,
-        source=args.image or "the sample",
-    )
+    source = args.image or "the sample"
+    embeddings = volume_embeddings(args, model, image, [nd - 2, nd - 1], 2, source)
     result = np.zeros(image.shape, np.uint32)
     for t in range(image.shape[0]) if nd == 4 else [None]:
         lead = () if t is None else (t,)
         with user_errors(ValueError):
             vol = VolumeAmg(
                 amg,
-                lambda z, lead=lead: embeddings((*lead, z)),
+                lambda z, lead=lead: embeddings.get((*lead, z)),
                 nz,
-                image=lambda z, lead=lead: np.asarray(image[(*lead, z)]),
+                image=lambda z, lead=lead: embeddings.read((*lead, z)),
                 link=args.link_z,
                 link_iou=link_iou,
                 min_slices=args.min_slices,
             )
         desc = "amg" if t is None else f"amg t={t}"
-        result[lead] = _drive(vol.run(), desc, "slice", args)
+        with store_errors("--store"):  # a stored slice whose data changed
+            result[lead] = drive(vol.run(), desc, "slice", quiet=args.no_progress)
     return result
-
-
-def _drive(steps, desc: str, unit: str, args):
-    """Run a Progress generator under a tqdm bar; returns its value; Ctrl-C cancels."""
-    from tqdm import tqdm
-
-    with tqdm(unit=unit, file=sys.stderr, disable=args.no_progress, desc=desc) as bar:
-        try:
-            while True:
-                p = next(steps)
-                bar.total = p.total
-                bar.update(p.done - bar.n)
-        except StopIteration as stop:
-            return stop.value
-        finally:
-            steps.close()
 
 
 def _run_dask(args, image, nd: int, params: dict, link_iou: float) -> np.ndarray:
     from ..engine.amg.volume import link_slices
-    from ..store import SliceLayout
+    from ..store import ModelSpec, SliceLayout
     from ..store.amg_dask import amg_slices
-    from ..store.precompute import ModelSpec
     from .common import dask_errors, store_errors
+    from .progress import drive
 
     sched = int(args.scheduler) if args.scheduler.isdigit() else args.scheduler
     spec = ModelSpec(args.model, args.checkpoint, args.device, args.precision)
@@ -200,7 +176,7 @@ def _run_dask(args, image, nd: int, params: dict, link_iou: float) -> np.ndarray
         image, layout, list(layout.indices()), spec, params, scheduler=sched, store=args.store, **kw
     )
     with dask_errors(), store_errors("--store"):
-        planes = _drive(steps, "amg (dask)", "slice", args)
+        planes = drive(steps, "amg (dask)", "slice", quiet=args.no_progress)
     result = np.zeros(image.shape, np.uint32)
     for t in range(image.shape[0]) if nd == 4 else [None]:
         lead = () if t is None else (t,)

@@ -69,7 +69,30 @@ def store_errors(flag: str) -> Iterator[None]:
         raise store_error(err, flag) from None
 
 
-# the Dask driver (store.precompute._dask_client) reports a scheduler that cannot be
+def volume_embeddings(
+    args: argparse.Namespace, model: Any, image: Any, spatial: list[int], capacity: int,
+    source: str,
+) -> Any:
+    """The :class:`~napari_sam.store.provider.EmbeddingProvider` of a stack's slices for
+    ``amg`` / ``propagate``: at most ``capacity`` in RAM, ``--store`` read and filled
+    (replaced only with ``--overwrite``), a read error of ``source`` one line."""
+    from ..store import SliceLayout
+    from ..store.provider import EmbeddingProvider
+    from .io import reading
+
+    with store_errors("--store"):
+        return EmbeddingProvider(
+            model,
+            image,
+            SliceLayout.for_shape(image.shape, spatial=spatial),
+            store=args.store or None,
+            overwrite=args.overwrite,
+            capacity=capacity,
+            reading=lambda: reading(source),
+        )
+
+
+# the Dask driver (store.cluster.dask_client) reports a scheduler that cannot be
 # reached or a bad worker count as ValueError; only those are the user's, not every
 # ValueError a worker may raise
 _DASK_USER = ("cannot connect to the Dask scheduler", "number of workers", "scheduler must be")

@@ -8,7 +8,6 @@ computed are read. Runs here, or on Dask (``--scheduler ADDR`` / ``--workers N``
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -191,37 +190,23 @@ def run(args: argparse.Namespace) -> int:
         source=str(Path(args.image).resolve()),
         **kw,
     )
-    return _drive(steps, out, args.no_progress)
+    return _run(steps, out, args.no_progress)
 
 
-def _drive(steps: Any, out: Any, quiet: bool) -> int:
-    """Run the precompute generator under a progress bar. Store errors are rephrased
+def _run(steps: Any, out: Any, quiet: bool) -> int:
+    """Run the precompute generator under the progress bar. Store errors are rephrased
     with the command's flags (``--overwrite`` / ``--out``); weights that cannot be
     downloaded and a bad checkpoint are reported by the top level (exit 2); a Dask
     scheduler that cannot be reached is a user error; anything else is a bug."""
-    from tqdm import tqdm
-
     from .common import dask_errors, store_errors
+    from .progress import drive
 
-    bar = None
-    done = total = 0
-    try:
-        with store_errors("--out"), dask_errors():
-            for done, total, _msg in steps:
-                if bar is None:
-                    bar = tqdm(
-                        total=total,
-                        initial=done,
-                        unit="slice",
-                        file=sys.stderr,
-                        disable=quiet,
-                        desc="embed",
-                    )
-                else:
-                    bar.update(done - bar.n)
-    finally:
-        steps.close()
-        if bar is not None:
-            bar.close()
-    print(f"{out}: {done}/{total} slices complete")
+    last = [0, 0]
+
+    def note(step: Any, _bar: Any) -> None:
+        last[:] = step[:2]
+
+    with store_errors("--out"), dask_errors():
+        drive(steps, "embed", "slice", quiet=quiet, on_step=note)
+    print(f"{out}: {last[0]}/{last[1]} slices complete")
     return 0

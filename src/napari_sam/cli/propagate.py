@@ -7,16 +7,25 @@ IMAGE: a 3D (Z, Y, X) or 4D (T, Z, Y, X) image (TIFF, .npy, zarr). SEEDS: a labe
 of the same shape where each object (id > 0) is drawn on one or more slices. Every
 object is propagated (per time point for 4D) and keeps its id; seed pixels are never
 changed; the result (seeds + propagated masks) is written to OUT (.tif, .npy or .zarr;
-an existing OUT only with ``--overwrite``). Embeddings are kept in RAM (at most
-``--cache-slices``, see :mod:`.slice_cache`), or read from / written to ``--store`` (a
-zarr embedding store, e.g. made beforehand by ``napari-sam embed``; one made for
-another model / precision / normalisation / image is refused unless ``--overwrite``).
+an existing OUT only with ``--overwrite``). Embeddings come from an
+:class:`~napari_sam.store.provider.EmbeddingProvider`: at most ``--cache-slices`` in
+RAM, read from / written to ``--store`` (a zarr embedding store, e.g. made beforehand by
+``napari-sam embed``; one made for another model / precision / normalisation / image is
+refused unless ``--overwrite``).
+
+Why a few slices of RAM are enough: the ``Propagator`` sweeps up, then down, asking
+for each slice at most once per sweep, and prefetches the next slice of the sweep in
+one background thread (so two slices are in flight). A slice is asked for by BOTH
+sweeps only when it lies strictly between two annotated slices (a gap filled from both
+sides, or two objects seeded on different slices). Those slices are marked
+:meth:`~napari_sam.store.provider.EmbeddingProvider.keep`: they are evicted only after
+every other slice, so the second sweep reuses them as long as ``--cache-slices`` holds
+them; with ``--store`` an evicted slice is read back from the store, never recomputed.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 
@@ -27,9 +36,8 @@ HELP = "propagate objects annotated on some slices (SEEDS labels) through a 3D /
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..engine.propagate import DEFAULT_MODE
-    from ..engine.propagate.prompts import MODES
-    from .slice_cache import DEFAULT_CAPACITY
+    from ..engine.propagate import DEFAULT_MODE, MODES
+    from ..store.provider import DEFAULT_CAPACITY
 
     p.add_argument("image", help="3D (Z, Y, X) or 4D (T, Z, Y, X) image: .tif, .npy or .zarr")
     p.add_argument("--labels", required=True, metavar="SEEDS", help="seed labels, same shape")
@@ -64,9 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .common import load_model
+    from .common import load_model, store_errors, volume_embeddings
     from .io import check_output, read_image, reading, write_labels
-    from .slice_cache import SliceEmbeddings
 
     out = check_output(args.out, args.overwrite)
     image = read_image(args.image)
@@ -96,19 +103,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--objects {unknown}: not in {args.labels} (its ids: {_ids(ids)})")
     model = load_model(args)
     spatial = [a for a in range(nd - 3, nd) if a != axis]
-    embeddings = SliceEmbeddings(
-        model,
-        image,
-        spatial,
-        args.store,
-        overwrite=args.overwrite,
-        capacity=args.cache_slices,
-        source=args.image,
-    )
+    embeddings = volume_embeddings(args, model, image, spatial, args.cache_slices, args.image)
     result = seeds.copy()
     times = range(image.shape[0]) if nd == 4 else [None]
-    for t in times:
-        _propagate_one(args, model, embeddings, seeds, result, axis, t)
+    with store_errors("--store"):  # a stored slice whose data changed
+        for t in times:
+            _propagate_one(args, model, embeddings, seeds, result, axis, t)
     write_labels(out, result, overwrite=args.overwrite)
     grown = int(np.count_nonzero(result != seeds))
     print(f"{ids.size} object(s), {grown} voxels added → {out}")
@@ -121,10 +121,9 @@ def _ids(ids: np.ndarray) -> str:
 
 
 def _propagate_one(args, model, embeddings, seeds, result, axis: int, t: int | None) -> None:
-    from tqdm import tqdm
-
     from ..engine.propagate import Propagator
     from .common import user_errors
+    from .progress import drive
 
     lead = () if t is None else (t,)
     sub_axis = axis - len(lead)
@@ -140,7 +139,7 @@ def _propagate_one(args, model, embeddings, seeds, result, axis: int, t: int | N
     with user_errors(ValueError):  # --mode / --iou-stop / ... out of range
         prop = Propagator(
             model,
-            lambda z: embeddings((*lead, z)),
+            lambda z: embeddings.get((*lead, z)),
             vol,
             sorted(objects),
             mode=args.mode,
@@ -150,12 +149,5 @@ def _propagate_one(args, model, embeddings, seeds, result, axis: int, t: int | N
             max_slices=args.max_slices,
         )
     desc = "propagate" if t is None else f"propagate t={t}"
-    steps = prop.run()
-    with tqdm(total=prop.total, unit="slice", file=sys.stderr, disable=args.no_progress) as bar:
-        bar.set_description(desc)
-        try:
-            for done, _total, _msg in steps:
-                bar.update(done - bar.n)
-        finally:
-            steps.close()
-    result[lead] = np.moveaxis(prop.result, 0, sub_axis)
+    found = drive(prop.run(), desc, "slice", quiet=args.no_progress)
+    result[lead] = np.moveaxis(found, 0, sub_axis)

@@ -39,16 +39,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..export import Calibration, ExportError, Provenance
     from ..export.replay import iter_replay
-    from .amg import _drive
+    from .progress import drive
 
     prov_path = Path(args.provenance)
     if not prov_path.exists():
         raise UserError(f"provenance not found: {prov_path}")
     prov = Provenance.load(prov_path)
     image, cal = read_image_any(args.image, args.level)
-    result = _drive(
+    result = drive(
         iter_replay(prov, image, device=args.device, checkpoint=args.checkpoint),
-        "replay", "action", args,
+        "replay", "action", quiet=args.no_progress,
     )
     for line in result.mismatches:
         print(f"warning: {line}", file=sys.stderr)

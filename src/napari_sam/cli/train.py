@@ -80,7 +80,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from tqdm import tqdm
 
     from ..engine.device import resolve_device
     from ..engine.loader import load_model
@@ -91,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from . import UserError
     from .common import user_errors
     from .io import check_output
+    from .progress import drive
 
     if not args.synthetic and not (args.images and args.labels):
         raise UserError("give --images and --labels, or --synthetic N")
@@ -149,21 +149,21 @@ def run(args: argparse.Namespace) -> int:
     }
     with user_errors(OSError, prefix=f"cannot open --log {args.log}: "):
         log = open(args.log, "a") if args.log else None
-    bar = tqdm(total=cfg.steps, desc="train", unit="step", dynamic_ncols=True)
     t0 = time.perf_counter()
+
+    def show(p, bar) -> None:
+        step, _total, m = p
+        bar.set_postfix(loss=f"{m['loss']:.3f}", iou=f"{m.get('iou_r0', 0):.3f}")
+        if log is not None:
+            m = {"step": step, "t": round(time.perf_counter() - t0, 1), **m}
+            log.write(json.dumps(m) + "\n")
+            log.flush()
+
     try:
         with _write_errors(out):
             steps = train(sam.to(device), config, pairs, out, cfg, args.resume, meta)
-            for step, _, m in steps:
-                bar.n = step
-                bar.set_postfix(loss=f"{m['loss']:.3f}", iou=f"{m.get('iou_r0', 0):.3f}")
-                bar.refresh()
-                if log is not None:
-                    m = {"step": step, "t": round(time.perf_counter() - t0, 1), **m}
-                    log.write(json.dumps(m) + "\n")
-                    log.flush()
+            drive(steps, "train", "step", on_step=show, total=cfg.steps, dynamic_ncols=True)
     finally:
-        bar.close()
         if log is not None:
             log.close()
     print(f"wrote {out}")

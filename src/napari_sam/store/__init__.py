@@ -2,14 +2,16 @@
 
 No napari or Qt here. Main names::
 
+    EmbeddingProvider(model, image, store=path)      # RAM → store → encoder, thread-safe
+    provider.get(index) / provider.precompute(keys, scheduler=...)  # Progress generator
     EmbeddingStore.open(path, model, image=..., normalization=...)  # lazy, validated
     store.get(index) / store.put(index, emb) / store.missing(indices)
-    store.precompute(indices=..., scheduler=...)    # generator of Progress
     precompute(path, image, ModelSpec(...), scheduler=N)  # driver never loads the model
 """
 
 from __future__ import annotations
 
+from .cluster import ModelSpec, load_spec
 from .embeddings import EmbeddingStore
 from .files import (
     StaleSliceError,
@@ -22,14 +24,19 @@ from .files import (
     store_info,
 )
 from .paths import default_store_path
-from .precompute import ModelSpec, load_spec, precompute
+from .precompute import precompute
+from .provider import EmbeddingProvider
+from .regions import RegionKey, RegionLayout
 from .schema import ModelSignature, fingerprint
 from .slicing import SliceLayout, parse_slices
 
 __all__ = [
+    "EmbeddingProvider",
     "EmbeddingStore",
     "ModelSignature",
     "ModelSpec",
+    "RegionKey",
+    "RegionLayout",
     "SliceLayout",
     "StaleSliceError",
     "StoreCleanupWarning",

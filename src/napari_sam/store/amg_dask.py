@@ -4,17 +4,18 @@ With a store, the driver opens (or creates) it ONCE, with the model signature on
 reports (the driver never loads the model), and checks it: a store made for something
 else is refused unless ``overwrite=True`` (the user asked). Each task segments one
 slice: the worker loads the model once per worker process
-(:func:`.precompute.worker_model`), opens that already-checked store with mode ``"r+"``
-(it can never create, replace or delete a store), takes the slice's embedding when it
-is there and complete (else encodes the slice and writes it back), runs the 2D
-generator and returns the slice's label image (ids 1..n). The driver (the caller
-of :func:`amg_slices`) links the slices into 3D ids with
+(:func:`.cluster.worker_model`) and builds an :class:`~.provider.EmbeddingProvider` on
+that already-checked store, opened with mode ``"r+"`` (it can never create, replace or
+delete a store): the slice's embedding comes from the store when it is there and
+complete (else it is encoded and written back). Then the 2D generator runs and the
+task returns the slice's label image (ids 1..n). The driver (the caller of
+:func:`amg_slices`) links the slices into 3D ids with
 :func:`napari_sam.engine.amg.volume.link_slices`: linking is cheap and sequential.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
 from collections.abc import Generator, Iterable
 from typing import Any
 
@@ -22,18 +23,21 @@ import numpy as np
 
 from ..engine.image import Normalization
 from ..engine.progress import Progress
-from .precompute import (
+from .cluster import (
     Loader,
     ModelSpec,
-    _dask_client,
-    _Payload,
-    _payload,
-    _read_payload,
-    _signature_task,
+    Payload,
+    completed,
+    dask_client,
     load_spec,
+    payload,
+    read_payload,
+    signature_task,
+    task_key,
     worker_model,
 )
-from .schema import fingerprint
+from .embeddings import EmbeddingStore
+from .provider import EmbeddingProvider
 from .slicing import Index, SliceLayout
 
 
@@ -64,13 +68,9 @@ def amg_slices(
     out: dict[Index, np.ndarray] = {}
     total = len(todo)
     yield Progress(0, total, "submitting")
-    with _dask_client(scheduler) as client:
-        from distributed import as_completed
-
+    with dask_client(scheduler) as client:
         if store is not None:  # checked once, here; workers only open it "r+"
-            from .embeddings import EmbeddingStore
-
-            sig = client.submit(_signature_task, spec, load, pure=False).result()
+            sig = client.submit(signature_task, spec, load, pure=False).result()
             EmbeddingStore.open(
                 store,
                 sig,
@@ -89,20 +89,17 @@ def amg_slices(
                 layout,
                 norm,
                 idx,
-                _payload(image, layout, idx),
+                payload(image, layout, idx),
                 overwrite,
                 pure=False,
-                key=f"napari-sam-amg-{'-'.join(map(str, idx)) or 'slice'}-{os.urandom(4).hex()}",
+                key=task_key("amg", idx),
             )
             for idx in todo
         ]
-        try:
-            for fut in as_completed(futures):
-                idx, labels = fut.result()  # re-raises a worker's error here
+        with contextlib.closing(completed(client, futures)) as results:
+            for idx, labels in results:
                 out[idx] = labels
                 yield Progress(len(out), total, f"slice {idx}: {int(labels.max())} objects")
-        finally:
-            client.cancel([f for f in futures if not f.done()])
     return out
 
 
@@ -114,36 +111,27 @@ def _amg_task(
     layout: SliceLayout,
     normalization: Normalization,
     idx: Index,
-    payload: _Payload,
+    part: Payload,
     overwrite: bool = False,
 ) -> tuple[Index, np.ndarray]:
     """Worker side: one slice → its label image (model from the worker cache). The
-    store was opened and checked by the driver; a worker opens it "r+" (never creates,
-    replaces or deletes it) and refuses a store that does not match its model."""
+    store was opened and checked by the driver; the worker's provider opens it "r+"
+    (never creates, replaces or deletes it) and refuses a store that does not match its
+    model; a slice whose data changed is recomputed only with ``overwrite``."""
     from ..engine.amg import AutomaticMaskGenerator
-    from ..engine.decode.predictor import Predictor
 
     model = worker_model(spec, load)
-    data = _read_payload(payload, layout, idx)
-    emb = None
+    data = read_payload(part, layout, idx)
     store = None
     if store_path is not None:
-        from .embeddings import EmbeddingStore
-        from .files import StaleSliceError
-
         store = EmbeddingStore.open(
-            store_path, model, layout=layout, normalization=normalization, mode="r+"
-        )
-        try:
-            emb = store.get(idx, data)
-        except StaleSliceError:
-            if not overwrite:
-                raise
-            emb = None  # the user asked to recompute slices whose data changed
-    if emb is None:
-        emb = Predictor(model, normalization).compute_embedding(data)
-        if store is not None:
-            store.put(idx, emb, slice_fingerprint=fingerprint(data))
+            store_path, model, layout=layout, normalization=normalization, mode="r+",
+            on_mismatch="overwrite" if overwrite else "error",
+        )  # fmt: skip
+    provider = EmbeddingProvider(
+        model, None, layout, normalization=normalization, store=store, capacity=1
+    )
+    emb = provider.get(idx, data)
     amg = AutomaticMaskGenerator(model, normalization=normalization, **params)
     image = data if amg.crop_n_layers > 0 else None
     return idx, amg.generate(emb, image=image).labels

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import errno
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -327,19 +327,6 @@ class EmbeddingStore:
         idx = self.layout.check_index(index)
         with write_errors(self.path, f"invalidating slice {idx}"):
             self._markers[idx] = 0
-
-    def precompute(
-        self,
-        image: Any = None,
-        indices: Iterable[Index] | None = None,
-        **kwargs: Any,
-    ) -> Iterator[Any]:
-        """Compute the missing slices of ``indices`` (default: all) — a generator of
-        :class:`~napari_sam.store.precompute.Progress` (done, total, message). See
-        :func:`napari_sam.store.precompute.run` for ``scheduler``, ``spec``, ``verify``."""
-        from .precompute import run
-
-        return run(self, image, indices, **kwargs)
 
     def info(self) -> dict[str, Any]:
         """Summary: model, precision, image shape, slices complete / damaged / total

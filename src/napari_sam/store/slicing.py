@@ -8,7 +8,8 @@ axis, 3 or 4 samples), nor a fixed channel axis the user chose (``channel_axis``
 ``(t, z)``. Without a fixed channel, a C axis is just another slice axis.
 
 Reading a slice (:meth:`SliceLayout.read`) touches only that slice, for numpy, zarr and
-dask arrays alike.
+dask arrays alike. A SliceLayout is the :class:`~.regions.RegionLayout` of whole-slice
+embeddings: its region keys are the slice indices.
 """
 
 from __future__ import annotations
@@ -137,6 +138,17 @@ class SliceLayout:
     def indices(self) -> Iterator[Index]:
         """All slice indices in C order."""
         return itertools.product(*(range(n) for n in self.slice_shape))
+
+    # the RegionLayout protocol (store/regions.py): one region per slice, key = index
+    @property
+    def n_regions(self) -> int:
+        return self.n_slices
+
+    def region_keys(self) -> Iterator[Index]:
+        return self.indices()
+
+    def check_key(self, key: int | Iterable[int]) -> Index:
+        return self.check_index(key)
 
     def check_index(self, index: int | Iterable[int]) -> Index:
         """Normalised index tuple (an int is accepted for one slice axis); raises
