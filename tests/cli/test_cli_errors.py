@@ -105,12 +105,12 @@ def test_store_write_error_from_amg_and_propagate_is_one_line(tmp_path, tiny_che
 
 def test_internal_error_exit_1_asks_for_a_report(img2d, tiny_checkpoint, capsys, monkeypatch):
     """A ValueError from inside (a bug) is no longer passed off as the user's error."""
-    from napari_sam.engine.decode.predictor import Predictor
+    from napari_sam.engine.embedding import Encoder
 
     def boom(self, image):
         raise ValueError("boom inside the engine")
 
-    monkeypatch.setattr(Predictor, "set_image", boom)
+    monkeypatch.setattr(Encoder, "__call__", boom)
     monkeypatch.delenv("NAPARI_SAM_DEBUG", raising=False)
     assert main(segment(img2d, tiny_checkpoint)) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -128,12 +128,12 @@ def test_internal_error_exit_1_asks_for_a_report(img2d, tiny_checkpoint, capsys,
 
 
 def test_ctrl_c_is_130(img2d, tiny_checkpoint, capsys, monkeypatch):
-    from napari_sam.engine.decode.predictor import Predictor
+    from napari_sam.engine.embedding import Encoder
 
     def interrupted(self, image):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Predictor, "set_image", interrupted)
+    monkeypatch.setattr(Encoder, "__call__", interrupted)
     assert main(segment(img2d, tiny_checkpoint)) == 130
     assert "cancelled" in capsys.readouterr().err
 

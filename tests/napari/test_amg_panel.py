@@ -173,7 +173,7 @@ def test_min_slices_drops_short_3d_objects(sam_widget, qtbot, fake_amg):
 
 def test_write_reads_only_the_target_block(sam_widget, qtbot, fake_amg, monkeypatch):
     """One slice of a volume: the write touches that slice only (no full-size array)."""
-    import napari_sam._napari.commit as commit
+    import napari_sam.session.commit as commit
 
     seen = []
     real = commit.plan_write
@@ -221,5 +221,5 @@ def test_advanced_parameters_reach_the_generator(sam_widget, qtbot, fake_amg):
     assert params["crop_n_layers"] == 1 and params["stability_score_offset"] == 2.0
     # crop layers are encoded from the slice: the generator got the slice itself
     img = FakeAmg.last.images[0]
-    ctx = sam_widget._ctx()
+    ctx = sam_widget.current_slice()
     np.testing.assert_array_equal(img, np.asarray(sam_widget.image_layer.data[ctx.index]))

@@ -35,8 +35,8 @@ def lazy_volume(reads: list[int]):
 def test_annotate_slice_1500_of_a_huge_lazy_volume(
     make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, monkeypatch
 ):
-    from napari_sam._napari.session import Preview, SegmentationSession
     from napari_sam._napari.widget import SamWidget
+    from napari_sam.session import Preview, SegmentationSession
 
     reads: list[int] = []
     viewer = make_napari_viewer()

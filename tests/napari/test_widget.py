@@ -10,7 +10,7 @@ from qtpy.QtCore import QTimer
 
 from napari_sam._napari import adapters
 from napari_sam._napari.constants import KEY_COMMIT, POSITIVE_FEATURE
-from napari_sam._napari.session import Preview, SegmentationSession
+from napari_sam.session import Preview, SegmentationSession
 
 pytestmark = pytest.mark.gui
 

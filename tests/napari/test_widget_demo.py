@@ -169,8 +169,8 @@ def test_negative_click_removes_a_leak(demo_widget, qtbot, monkeypatch):
     """A box over two touching nuclei takes both; a negative click in one refines the
     mask: the widget sends box + negative click + the previous low-res logits, and the
     leak into the clicked nucleus shrinks."""
-    from napari_sam._napari.session import SegmentationSession
     from napari_sam.engine.decode.predictor import Predictor
+    from napari_sam.session import SegmentationSession
 
     calls = []
     real = SegmentationSession.predict

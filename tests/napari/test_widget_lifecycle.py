@@ -14,10 +14,10 @@ import pytest
 from test_widget_demo import biggest, iou
 
 from napari_sam._napari.constants import KEY_COMMIT, POSITIVE_FEATURE
-from napari_sam._napari.session import Preview, SegmentationSession
 from napari_sam._napari.widget import SamWidget
 from napari_sam.engine.amg.result import AmgResult
 from napari_sam.engine.progress import Progress
+from napari_sam.session import Preview, SegmentationSession
 from napari_sam.synthetic import nuclei_2d, nuclei_3d
 
 pytestmark = pytest.mark.gui

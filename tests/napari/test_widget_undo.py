@@ -9,7 +9,7 @@ import pytest
 from qtpy.QtCore import Qt
 from test_widget import add_click, fake_predict, go_to_slice
 
-from napari_sam._napari.session import SegmentationSession
+from napari_sam.session import SegmentationSession
 
 pytestmark = pytest.mark.gui
 

@@ -81,7 +81,7 @@ def slice_data(layer: Image, ctx: SliceContext) -> np.ndarray:
     return np.asarray(layer.data[ctx.index])
 
 
-def _to_image_data(prompt_layer, image: Image, coords: np.ndarray) -> np.ndarray:
+def to_image_data(prompt_layer, image: Image, coords: np.ndarray) -> np.ndarray:
     """(N, D) prompt-layer data coords → (N, image ndim) image data coords."""
     if len(coords) == 0:
         return np.zeros((0, spatial_ndim(image)))
@@ -139,7 +139,7 @@ def prompts_on_slice(
     counted and left out (never an error: the user may not see them)."""
     pts, lab, n_pts = np.zeros((0, 2)), np.zeros(0, int), 0
     if points is not None and len(points.data):
-        data = _to_image_data(points, image, np.asarray(points.data))
+        data = to_image_data(points, image, np.asarray(points.data))
         keep = _on_slice(data, ctx)
         rc = data[keep][:, -2:]
         pos = np.asarray(points.features[POSITIVE_FEATURE], bool)[keep].astype(int)
@@ -153,7 +153,7 @@ def prompts_on_slice(
     ):
         if kind != "rectangle":
             continue
-        data = _to_image_data(shapes, image, np.asarray(verts))
+        data = to_image_data(shapes, image, np.asarray(verts))
         if not _on_slice(data, ctx).all():
             continue
         rc = data[:, -2:]

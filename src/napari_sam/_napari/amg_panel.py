@@ -3,7 +3,7 @@
 Automatic mask generation on the current slice, or on every slice of the current
 (Z, Y, X) volume (4D: of the current time point) linked in z into 3D objects. Runs in a
 napari worker with progress and cancel, on the session's embeddings (cached / computed
-as needed). The worker also plans the write (:func:`commit.plan_automatic_write`: ids
+as needed). The worker also plans the write (``session.commit.plan_automatic_write``: ids
 offset above the layer's largest id; existing objects kept unless the widget's
 "overwrite existing objects" is checked — then the new objects win where they
 overlap); the GUI thread writes only the changed pixels into the target Labels layer
@@ -27,7 +27,8 @@ from qtpy.QtWidgets import (
 
 from ..engine.amg import AutomaticMaskGenerator
 from ..engine.amg.volume import DEFAULT_LINK_IOU, DEMO_MIN_SLICES, DEMO_PARAMS, VolumeAmg
-from ..engine.progress import Progress
+from ..engine.progress import whole_steps
+from ..session.commit import plan_automatic_write
 from . import adapters, commit
 from .job_panel import JobPanel, Outcome, cancellable
 
@@ -191,24 +192,24 @@ class AmgPanel(JobPanel, QWidget):
     def _prepare(self, volume: bool):
         w = self.widget
         image, session = self._ready()
-        ctx = w._ctx()
+        ctx = w.current_slice()
         amg = AutomaticMaskGenerator(
             session.model, normalization=session.normalization, **self.params()
         )
         labels = w.target_labels()
         data, ids = labels.data, commit.id_snapshot(labels)
-        overwrite = w.overwrite_check.isChecked()
+        overwrite = w.overwrite_existing()
         crops = amg.crop_n_layers > 0  # crops are encoded from the slice itself
 
         def slice_image(index: tuple[int, ...]) -> np.ndarray | None:
-            return np.asarray(session.image[index]) if crops else None
+            return session.slice(index) if crops else None
 
         def finish(run, key: tuple[int, ...], cancel):
-            result, cancelled = yield from cancellable(_whole_steps(run), cancel)
+            result, cancelled = yield from cancellable(whole_steps(run), cancel)
             if cancelled:
                 return Outcome(cancelled=True)
             found = np.asarray(getattr(result, "labels", result), np.uint32)
-            plan = commit.plan_automatic_write(data, found, key, overwrite, ids)
+            plan = plan_automatic_write(data, found, key, overwrite, ids)
             return Outcome(plan=plan, found=int(found.max(initial=0)))
 
         if not volume:
@@ -263,19 +264,3 @@ def _crop_overlap(shown: float) -> float:
     exactly that value (crop boxes would differ from the official ones otherwise)."""
     official = OFFICIAL["crop_overlap_ratio"]
     return official if abs(shown - official) < 5e-5 else shown
-
-
-def _whole_steps(gen):
-    """Re-yield a Progress generator only when ``done`` grows (the napari progress bar
-    advances one step per yield); returns its value; closing closes ``gen``."""
-    last = 0
-    try:
-        while True:
-            p = next(gen)
-            for d in range(last + 1, p.done + 1):
-                yield Progress(d, p.total, p.message)
-            last = max(last, p.done)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        gen.close()

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QMessageBox
 
+from ..session import SegmentationSession
 from . import adapters, commit
+from .constants import MEMORY_CACHE_SLICES
 from .controls import NEW_LABELS
-from .session import SegmentationSession
 
 REPLACE, RAM_ONLY, CANCEL = "replace", "ram", "cancel"
 
@@ -194,8 +195,9 @@ class BindingMixin:
 
             try:
                 session = SegmentationSession(
-                    model, data, bool(image.rgb), path, on_mismatch=on_mismatch
-                )
+                    model, data, bool(image.rgb), path, on_mismatch=on_mismatch,
+                    ram_slices=MEMORY_CACHE_SLICES,
+                )  # fmt: skip
             except StoreMismatchError as err:
                 return StoreConflict(str(path), _differences(err))
             if store == "":

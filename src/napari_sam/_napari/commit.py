@@ -1,17 +1,24 @@
 """Writing masks into a napari Labels layer through its history (undo / redo).
 
 One user action (a commit, an automatic segmentation, a propagation) is one undo step:
-all writes go through ``Labels.data_setitem`` inside ``Labels.block_history()``.
+all writes go through ``Labels.data_setitem`` inside ``Labels.block_history()``. What
+to write is decided without napari in :mod:`napari_sam.session.commit` (which pixels a
+commit takes, the plans of long jobs); this module reads and writes the layer.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 from napari.layers import Image, Labels
 
 from ..engine.labels import next_free_id
+from ..session.commit import (
+    IdSnapshot,
+    LabelWrite,
+    commit_pixels,
+    known_max_id,
+    plan_write,
+)
 from .adapters import SliceContext, spatial_ndim
 from .constants import LABELS_LAYER
 
@@ -80,20 +87,15 @@ def check_compatible(labels: Labels, image: Image, channel_axis: int | None = No
 def commit_slice_mask(
     labels: Labels, mask: np.ndarray, ctx: SliceContext, overwrite: bool = False
 ) -> int | None:
-    """Write a 2D mask (H, W) on slice ``ctx`` as a new object (next free id).
-
-    Existing objects are kept unless ``overwrite``. Returns the id, or None when
-    nothing was written (empty mask, or covered entirely by existing objects).
-    """
-    rows, cols = np.nonzero(mask)
+    """Write a 2D mask (H, W) on slice ``ctx`` as a new object (next free id), one undo
+    step. Existing objects are kept unless ``overwrite``
+    (:func:`~napari_sam.session.commit.commit_pixels`). Returns the id, or None when
+    nothing was written (empty mask, or covered entirely by existing objects)."""
+    if not mask.any():
+        return None
+    rows, cols = commit_pixels(labels.data[ctx.labels_index], mask, overwrite)
     if rows.size == 0:
         return None
-    current = np.asarray(labels.data[ctx.labels_index])
-    if not overwrite:
-        free = current[rows, cols] == 0
-        rows, cols = rows[free], cols[free]
-        if rows.size == 0:
-            return None
     label_id = next_label_id(labels)
     lead = tuple(np.full(rows.size, i, dtype=np.intp) for i in ctx.labels_index)
     with labels.block_history():
@@ -104,21 +106,12 @@ def commit_slice_mask(
 
 
 # ------------------------------------------------------------------ volume writes
-# A long job (propagation, automatic segmentation) plans its write in its worker — it
-# reads the labels block there and keeps only the pixels that change — and the GUI
-# thread applies the plan with ONE data_setitem of those pixels (one undo step), so the
-# GUI never reads or compares whole volumes.
+# A long job (propagation, automatic segmentation) plans its write in its worker
+# (session.commit.plan_write: it reads the labels block there and keeps only the pixels
+# that change) and the GUI thread applies the plan with ONE data_setitem of those pixels
+# (one undo step), so the GUI never reads or compares whole volumes.
 
 WRITES_KEY = "napari_sam_writes"  # layer.metadata: largest id of each napari-sam write
-
-
-@dataclass(frozen=True)
-class IdSnapshot:
-    """Taken on the GUI thread when a job starts: the lazy-array id counter (None for
-    numpy labels or when unknown) and how many napari-sam writes the layer had."""
-
-    max_id: int | None
-    writes: int
 
 
 def id_snapshot(labels: Labels) -> IdSnapshot:
@@ -126,99 +119,11 @@ def id_snapshot(labels: Labels) -> IdSnapshot:
     return IdSnapshot(counter, len(labels.metadata.get(WRITES_KEY, ())))
 
 
-@dataclass(frozen=True)
-class LabelWrite:
-    """Pixels to write into a labels layer, planned in a worker.
-
-    indices: one int array per labels axis (fancy index, N pixels); values (N,): the
-    ids to write; base: the largest id in use when planned — values above it are new
-    objects, renumbered by :func:`apply_write` above the ids that napari-sam writes
-    took meanwhile (those after the first ``since`` writes); objects: how many new ids.
-    """
-
-    indices: tuple[np.ndarray, ...]
-    values: np.ndarray
-    base: int
-    since: int = 0
-    objects: int = 0
-
-    @property
-    def size(self) -> int:
-        return int(self.values.size)
-
-
 def _note_written(labels: Labels, largest: int) -> None:
     """Record a napari-sam write (its largest id) in the layer's metadata."""
     labels.metadata[WRITES_KEY] = [*labels.metadata.get(WRITES_KEY, ()), int(largest)]
     if MAX_ID_KEY in labels.metadata:
         labels.metadata[MAX_ID_KEY] = max(int(labels.metadata[MAX_ID_KEY]), int(largest))
-
-
-def known_max_id(data, snapshot: IdSnapshot) -> int:
-    """Worker thread: the largest id of a labels array (numpy: read whole, here in the
-    worker; lazy arrays: the layer's counter, else chunk-wise once)."""
-    if isinstance(data, np.ndarray):
-        return int(data.max(initial=0))
-    if snapshot.max_id is not None:
-        return int(snapshot.max_id)
-    import dask.array as da
-
-    return int(da.from_array(data, chunks=getattr(data, "chunks", "auto")).max().compute())
-
-
-def plan_write(
-    data,
-    result: np.ndarray,
-    key: tuple[int, ...],
-    base: int,
-    overwrite: bool = False,
-    since: int = 0,
-) -> LabelWrite:
-    """Worker thread: the pixels of ``data[key]`` that ``result`` changes (0 in
-    ``result`` leaves a pixel as it is; existing objects are kept unless
-    ``overwrite``). Reads the block one leading slice at a time."""
-    key = tuple(int(k) for k in key)
-    expected = tuple(data.shape[len(key) :])
-    if result.shape != expected:
-        raise ValueError(f"result shape {result.shape} ≠ labels block shape {expected}")
-    parts: list[tuple[np.ndarray, ...]] = []
-    values: list[np.ndarray] = []
-    for lead in np.ndindex(*result.shape[:-2]):
-        res = result[lead]
-        target = res > 0
-        if not target.any():
-            continue
-        cur = np.asarray(data[(*key, *lead)])
-        target &= res != cur
-        if not overwrite:
-            target &= cur == 0
-        rows, cols = np.nonzero(target)
-        if rows.size:
-            parts.append((*(np.full(rows.size, k, np.intp) for k in (*key, *lead)), rows, cols))
-            values.append(res[rows, cols])
-    ndim = len(key) + result.ndim
-    if not parts:
-        empty = tuple(np.zeros(0, np.intp) for _ in range(ndim))
-        return LabelWrite(empty, np.zeros(0, np.int64), base, since)
-    indices = tuple(np.concatenate([p[a] for p in parts]) for a in range(ndim))
-    vals = np.concatenate(values)
-    return LabelWrite(indices, vals, base, since, len(np.unique(vals[vals > base])))
-
-
-def plan_automatic_write(
-    data, found: np.ndarray, key: tuple[int, ...], overwrite: bool, snapshot: IdSnapshot
-) -> LabelWrite:
-    """Worker thread: automatic-mask objects ``found`` (ids 1..n, the shape of
-    ``data[key]``) as new objects of the labels ``data``: consecutive ids above its
-    largest id; existing objects kept unless ``overwrite`` (then the new ones win), and
-    a new object whose part outside existing objects is only a rim or a small share of
-    it is not added (:func:`~napari_sam.engine.labels.merge_new_objects`, docs/amg.md)."""
-    from ..engine.labels import merge_new_objects
-
-    base = known_max_id(data, snapshot)
-    existing = np.asarray(data[key]) if key else np.asarray(data)
-    block, _n = merge_new_objects(existing, found, overwrite=overwrite, first_id=base + 1)
-    return plan_write(data, block, key, base, overwrite, snapshot.writes)
 
 
 def apply_write(labels: Labels, plan: LabelWrite, overwrite: bool = False) -> int:

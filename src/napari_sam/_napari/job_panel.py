@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from qtpy.QtWidgets import QPushButton
 
-from .commit import LabelWrite
+from ..session.commit import LabelWrite
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class JobPanel:
         progress (``total`` steps) goes to the job row."""
         w = self.widget
         self.cancel_event = cancel = threading.Event()
-        self.worker = w.workers.start(
+        self.worker = w.run_job(
             job,
             cancel,
             on_result=on_result,

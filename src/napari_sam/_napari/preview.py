@@ -6,11 +6,13 @@ result for another slice, session or image is dropped.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
+from ..session.preview import Preview, is_refinement, prompt_key
 from . import adapters
-from .constants import POSITIVE_FEATURE
-from .session import Preview, is_refinement, prompt_key
+from .constants import POSITIVE_FEATURE, PREVIEW_CONTOUR
 
 
 class PreviewMixin:
@@ -38,7 +40,7 @@ class PreviewMixin:
 
     def _drop_stale_preview(self) -> None:
         try:
-            index = self._ctx().index if self.image_layer is not None else None
+            index = self.current_slice().index if self.image_layer is not None else None
         except ValueError:
             index = None
         if self.preview is not None and self.preview.index != index:
@@ -55,7 +57,7 @@ class PreviewMixin:
         if session is None or image is None or self.points is None:
             return
         try:
-            ctx = self._ctx()
+            ctx = self.current_slice()
         except ValueError as err:
             self.set_status(str(err))
             return
@@ -88,7 +90,7 @@ class PreviewMixin:
         ):
             kwargs["mask_input"] = prev.logits  # correction click: refine the last mask
         self.workers.start(
-            session.predict, ctx.index, emb, pts, lab, box, request,
+            _with_outline, session.predict, ctx.index, emb, pts, lab, box, request,
             on_result=self._on_preview, **kwargs,
         )  # fmt: skip
 
@@ -142,7 +144,7 @@ class PreviewMixin:
         if self.session is None or self.image_layer is None:
             return
         try:
-            ctx = self._ctx()
+            ctx = self.current_slice()
         except ValueError:
             return
         if ctx.index != preview.index:
@@ -161,3 +163,19 @@ class PreviewMixin:
             shown = preview.outline if preview.outline is not None else preview.mask
             self.layers.show(shown)
 
+
+
+def outline(mask: np.ndarray, width: int = PREVIEW_CONTOUR) -> np.ndarray:
+    """The pixels of ``mask`` (H, W) bool within ``width`` pixels of its edge (the image
+    border counts as an edge): the preview is drawn as this outline."""
+    from scipy import ndimage
+
+    inner = ndimage.binary_erosion(mask, iterations=width, border_value=0)
+    return mask & ~inner
+
+
+def _with_outline(predict, *args, **kwargs) -> Preview:
+    """Worker: the session's preview with its outline (computed here, not on the GUI
+    thread, which only copies it into the preview layer)."""
+    preview = predict(*args, **kwargs)
+    return dataclasses.replace(preview, outline=outline(preview.mask))

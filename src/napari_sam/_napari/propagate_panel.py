@@ -24,8 +24,8 @@ from qtpy.QtWidgets import (
 
 from ..engine.propagate import ALL_OBJECTS, DEFAULT_MODE, Propagator
 from ..engine.propagate.prompts import MODES
+from ..session.commit import known_max_id, plan_write
 from . import adapters, commit
-from .constants import POSITIVE_FEATURE
 from .job_panel import JobPanel, Outcome, cancellable
 
 
@@ -87,7 +87,7 @@ class PropagatePanel(JobPanel, QWidget):
         nd = adapters.spatial_ndim(image)
         if image.rgb or nd not in (3, 4) or w.channel_axis is not None:
             raise ValueError("propagation needs a 3D (Z, Y, X) or 4D (T, Z, Y, X) image")
-        ctx = w._ctx()
+        ctx = w.current_slice()
         labels = w.target_labels()
         lead, z0 = ctx.labels_index[:-1], ctx.labels_index[-1]
         data, ids = labels.data, commit.id_snapshot(labels)
@@ -108,7 +108,7 @@ class PropagatePanel(JobPanel, QWidget):
 
         def job(cancel):
             seeds = np.array(data[lead] if lead else data)  # this worker reads the volume
-            base = commit.known_max_id(data, ids)
+            base = known_max_id(data, ids)
             objects: set[int] = set()
             if mask is not None and (mask & (seeds[z0] == 0)).any():
                 seeds[z0][mask & (seeds[z0] == 0)] = base + 1
@@ -130,20 +130,15 @@ class PropagatePanel(JobPanel, QWidget):
                 if not self._keep_partial:
                     return Outcome(cancelled=True)
                 result = prop.assemble()
-            plan = commit.plan_write(data, result, lead, base, False, ids.writes)
+            plan = plan_write(data, result, lead, base, False, ids.writes)
             return Outcome(plan=plan, cancelled=cancelled, found=len(objects))
 
         return job, 2 * int(data.shape[len(lead)]), labels
 
     def _negative_only_slices(self, lead: tuple[int, ...], z0: int) -> set[int]:
         """Slices (of this time point) where the points layer has only negative clicks."""
-        w = self.widget
-        pts = w.points
-        if pts is None or len(pts.data) == 0:
-            return set()
-        coords = adapters._to_image_data(pts, w.image_layer, np.asarray(pts.data))
+        coords, positive = self.widget.prompts_in_image_coords()
         idx = np.round(coords[:, :-2]).astype(int)
-        positive = np.asarray(pts.features[POSITIVE_FEATURE], bool)
         by_slice: dict[int, bool] = {}
         for i, p in zip(idx, positive, strict=True):
             if tuple(i[:-1]) == tuple(lead):

@@ -15,6 +15,7 @@ import numpy as np
 from napari.layers import Labels
 from qtpy.QtCore import QEvent, QTimer
 
+from ..session import Preview, SegmentationSession
 from . import adapters, commit
 from .binding import BindingMixin
 from .constants import (
@@ -24,12 +25,12 @@ from .constants import (
     KEY_REDO,
     KEY_TOGGLE_POLARITY,
     KEY_UNDO,
+    POSITIVE_FEATURE,
     PREVIEW_DEBOUNCE_MS,
 )
 from .controls import NEW_LABELS, ControlsBase
 from .own_layers import OwnLayers
 from .preview import PreviewMixin
-from .session import Preview, SegmentationSession
 from .workers import WorkerOwner
 
 
@@ -113,8 +114,32 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
     def channel_axis(self) -> int | None:
         return self._binding[1] if self._binding is not None else self._chosen()[1]
 
-    def _ctx(self) -> adapters.SliceContext:
+    # ------------------------------------------------------- interface for the panels
+    # The tabs (automatic masks, propagation, export) use only these and the public
+    # attributes above (session, preview, points, target_labels, set_status, ...).
+    def current_slice(self) -> adapters.SliceContext:
+        """The slice of the image shown now (ValueError when the view cannot be
+        segmented: 3D display, transposed axes)."""
         return adapters.current_slice(self.viewer, self.image_layer, self.channel_axis)
+
+    def prompts_in_image_coords(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every point of the points layer (all slices) in image data coordinates
+        (N, image ndim) and its polarity (N,) bool (True = positive)."""
+        pts = self.points
+        if pts is None or len(pts.data) == 0:
+            return np.zeros((0, adapters.spatial_ndim(self.image_layer))), np.zeros(0, bool)
+        coords = adapters.to_image_data(pts, self.image_layer, np.asarray(pts.data))
+        return coords, np.asarray(pts.features[POSITIVE_FEATURE], bool)
+
+    def overwrite_existing(self) -> bool:
+        """The widget's one "overwrite existing objects" setting."""
+        return self.overwrite_check.isChecked()
+
+    def run_job(self, fn, *args, **kwargs):
+        """Run ``fn(*args)`` (a function or generator function) in the widget's workers:
+        dropped when the session changes, cancelled when the widget closes (keyword
+        arguments as :meth:`WorkerOwner.start`: on_result, on_yield, done, ...)."""
+        return self.workers.start(fn, *args, **kwargs)
 
     # ------------------------------------------------------------------ status
     def set_status(self, text: str, notify: bool = False) -> None:
@@ -155,7 +180,7 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
             self.set_status("nothing to commit: add a click or a box first")
             return None
         try:
-            ctx = self._ctx()
+            ctx = self.current_slice()
         except ValueError as err:
             self.set_status(str(err))
             return None
@@ -168,7 +193,7 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
             self.set_status(str(err))
             return None
         label_id = commit.commit_slice_mask(
-            labels, self.preview.mask, ctx, overwrite=self.overwrite_check.isChecked()
+            labels, self.preview.mask, ctx, overwrite=self.overwrite_existing()
         )
         self.clear_prompts()
         self.set_status(

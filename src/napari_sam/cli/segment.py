@@ -50,8 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.decode.predictor import Predictor
-    from ..engine.labels import paint_mask
+    from ..session import SegmentationSession, commit_mask
     from .common import load_model, user_errors
     from .io import check_output, read_image, write_labels, write_overlay
     from .prompts_csv import id_mapping, read_prompts
@@ -70,15 +69,18 @@ def run(args: argparse.Namespace) -> int:
         prompts = read_prompts(args.points, args.boxes)
     ids = id_mapping(prompts)
     model = load_model(args)
-    predictor = Predictor(model)
-    predictor.set_image(image)
+    rgb = image.ndim == 3  # _select_slice: (H, W) or (H, W, 3|4)
+    session = SegmentationSession(model, image, rgb, store_path=None)
+    emb = session.embedding(())  # the slice is encoded once, for every object
     labels = np.zeros(image.shape[:2], np.uint32)
-    for obj, _id in ids.items():  # ids are 1..N in this order: paint order = id order
+    for obj, _id in ids.items():  # ids are 1..N in this order: commit order = id order
         q = prompts[obj]
-        multimask = "box" not in q and len(q.get("points", [])) == 1
+        pts = np.asarray(q.get("points", np.zeros((0, 2))), float)
+        lab = np.asarray(q.get("labels", np.zeros(0, int)))
+        box = q.get("box")
         with user_errors(ValueError, prefix=f"object {obj!r}: "):  # outside the slice, ...
-            r = predictor.predict(multimask=multimask, **q)
-        paint_mask(labels, r.masks[r.best])
+            preview = session.predict((), emb, pts, lab, box, request=0)
+        commit_mask(labels, preview.mask)  # next free id; never over earlier objects
     write_labels(labels_path, labels, overwrite=args.overwrite)
     write_overlay(overlay_path, image, labels, overwrite=args.overwrite)
     if any(str(obj) != str(i) for obj, i in ids.items()):

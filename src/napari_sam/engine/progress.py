@@ -1,5 +1,7 @@
 """Progress of long work, shared by every generator in napari-sam (precompute, automatic
-masks, propagation): the widget wraps them in napari workers, the CLI in tqdm."""
+masks, propagation, replay): the widget runs them in its workers (a job row per job),
+the command line under one tqdm bar (``napari_sam.cli.progress.drive``). The only place
+:class:`Progress` is defined."""
 
 from __future__ import annotations
 
@@ -24,3 +26,20 @@ def run_to_end(gen: Generator[Progress, None, T]) -> T:
             next(gen)
         except StopIteration as stop:
             return stop.value
+
+
+def whole_steps(gen: Generator[Progress, None, T]) -> Generator[Progress, None, T]:
+    """Re-yield a Progress generator only when ``done`` grows, one Progress per unit
+    (a progress bar advances one step per yield); returns its value; closing closes
+    ``gen``."""
+    last = 0
+    try:
+        while True:
+            p = next(gen)
+            for d in range(last + 1, p.done + 1):
+                yield Progress(d, p.total, p.message)
+            last = max(last, p.done)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        gen.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sam._napari.session import SegmentationSession
+from napari_sam.session import SegmentationSession
 from napari_sam.store import EmbeddingStore, StoreMismatchError
 
 from tiny import make_tiny

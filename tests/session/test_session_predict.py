@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_sam._napari.session import SegmentationSession
 from napari_sam.engine.decode.folded import FoldedDecoder
 from napari_sam.engine.decode.predictor import Predictor
+from napari_sam.session import SegmentationSession
 
 from tiny import make_tiny
 

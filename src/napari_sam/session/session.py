@@ -1,12 +1,13 @@
-"""The widget's state without Qt: model, embedding store, in-memory embeddings, and the
-prompt → mask step. All methods may run in worker threads; nothing here touches layers.
+"""``SegmentationSession``: one image + one model, without Qt — its embeddings (an
+:class:`~napari_sam.store.provider.EmbeddingProvider`: RAM → zarr store → encoder) and
+the prompts → mask step. The widget and ``napari-sam segment`` both use it. All methods
+may run in worker threads; nothing here touches napari layers.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,39 +18,18 @@ from ..engine.embedding import Embedding
 from ..engine.image import Normalization
 from ..engine.loader import SamModel
 from ..engine.progress import Progress
-from .constants import MEMORY_CACHE_SLICES, PREVIEW_CONTOUR
+from .preview import Preview, prompt_key
 
-
-@dataclass(frozen=True)
-class Preview:
-    """A predicted mask for the slice ``index`` (H, W) bool, with its score and the
-    request number that produced it (newer requests win)."""
-
-    index: tuple[int, ...]
-    mask: np.ndarray
-    score: float
-    request: int
-    logits: np.ndarray | None = None  # low-res logits of the mask, for refinement
-    prompts: tuple = ()  # (points as tuples, labels, box) that produced it
-    outline: np.ndarray | None = None  # (H, W) bool: the mask's edge, as displayed
-
-
-def outline(mask: np.ndarray, width: int = PREVIEW_CONTOUR) -> np.ndarray:
-    """The pixels of ``mask`` (H, W) bool within ``width`` pixels of its edge (the image
-    border counts as an edge): the preview is drawn as this outline."""
-    from scipy import ndimage
-
-    inner = ndimage.binary_erosion(mask, iterations=width, border_value=0)
-    return mask & ~inner
+RAM_SLICES = 8  # embeddings kept in RAM besides the zarr store (the widget's default)
 
 
 class SegmentationSession:
-    """One image layer + one model: embeddings (an
-    :class:`~napari_sam.store.provider.EmbeddingProvider`: RAM → zarr store → encoder) and
-    predictions.
+    """One image + one model: embeddings and predictions.
 
-    image: the layer's data (numpy / dask / zarr; read slice by slice).
-    store_path: zarr store for the embeddings, or None for RAM only.
+    image: the nD image (a layer's data; numpy / dask / zarr; read slice by slice),
+    addressed by slice index tuples over its non-spatial axes (``()`` for 2D); rgb: its
+    last axis holds RGB(A) samples. store_path: zarr store for the embeddings, or None
+    for RAM only (at most ``ram_slices`` in RAM either way).
     on_mismatch: a store made for another model / precision / normalisation / image
     raises :class:`~napari_sam.store.StoreMismatchError` (``"error"``, the default: the
     widget asks the user) or is replaced (``"overwrite"``: only after the user said so).
@@ -65,6 +45,7 @@ class SegmentationSession:
         store_path: str | Path | None,
         normalization: Normalization | None = None,
         on_mismatch: str = "error",
+        ram_slices: int = RAM_SLICES,
     ) -> None:
         from ..store import EmbeddingProvider, SliceLayout
 
@@ -80,7 +61,7 @@ class SegmentationSession:
             normalization=self.normalization,
             store=store_path,
             overwrite=on_mismatch == "overwrite",
-            capacity=MEMORY_CACHE_SLICES,
+            capacity=ram_slices,
             on_stale="ram",
             check=_finite,
         )
@@ -107,6 +88,10 @@ class SegmentationSession:
         """Embedding from RAM only (cheap: safe on the GUI thread)."""
         return self.embeddings.cached(index)
 
+    def slice(self, index: tuple[int, ...]) -> np.ndarray:
+        """The slice's pixels (H, W) / (H, W, 3|4) as numpy, reading only it."""
+        return self.embeddings.read(index)
+
     def embedding(self, index: tuple[int, ...]) -> Embedding:
         """RAM → zarr store → encoder (then written to the store). Worker threads only."""
         return self.embeddings.get(index)
@@ -128,9 +113,11 @@ class SegmentationSession:
         *,
         mask_input: np.ndarray | None = None,
     ) -> Preview:
-        """Mask for one object from the prompts of one slice. A single click without a
-        box uses SAM's 3 candidate masks and keeps the best-scored one. ``mask_input``:
-        the previous preview's low-res logits when the user adds a correction click (as
+        """Mask for one object from the prompts of one slice: points (N, 2) (row, col)
+        with labels (N,) 1 / 0, and / or a box (4,) (row_min, col_min, row_max,
+        col_max), on the slice's embedding ``emb``. A single click without a box uses
+        SAM's 3 candidate masks and keeps the best-scored one. ``mask_input``: the
+        previous preview's low-res logits when the user adds a correction click (as
         SAM's interactive loop does)."""
         p = self._predictor_for(emb)
         multimask = box is None and len(points) == 1 and mask_input is None
@@ -149,7 +136,6 @@ class SegmentationSession:
             request,
             r.logits[0],
             prompt_key(points, labels, box),
-            outline(r.masks[0]),  # here, in the worker: the GUI only copies it
         )
 
     def _predictor_for(self, emb: Embedding) -> Predictor:
@@ -165,21 +151,6 @@ class SegmentationSession:
         with self._lock:
             self._click_predictor = (emb, p)
         return p
-
-
-def prompt_key(points: np.ndarray, labels: np.ndarray, box: np.ndarray | None) -> tuple:
-    """Hashable description of a prompt set (to tell a refinement from a new object)."""
-    pts = tuple(map(tuple, np.round(np.asarray(points, float), 3)))
-    return pts, tuple(np.asarray(labels).tolist()), None if box is None else tuple(box)
-
-
-def is_refinement(previous: tuple, current: tuple) -> bool:
-    """True when ``current`` = ``previous`` plus more clicks (same box)."""
-    if not previous:
-        return False
-    (p_pts, p_lab, p_box), (c_pts, c_lab, c_box) = previous, current
-    n = len(p_pts)
-    return c_box == p_box and len(c_pts) > n and c_pts[:n] == p_pts and c_lab[:n] == p_lab
 
 
 def _finite(index: tuple[int, ...], data: np.ndarray) -> None:

@@ -1,0 +1,37 @@
+"""A preview — the mask the prompts of one slice give — and how to tell a refinement of
+the previous prompts (more clicks, same box) from a new object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A predicted mask for the slice ``index`` (H, W) bool, with its score and the
+    request number that produced it (newer requests win)."""
+
+    index: tuple[int, ...]
+    mask: np.ndarray
+    score: float
+    request: int
+    logits: np.ndarray | None = None  # low-res logits of the mask, for refinement
+    prompts: tuple = ()  # (points as tuples, labels, box) that produced it
+    outline: np.ndarray | None = None  # (H, W) bool: the mask's edge, as a GUI displays it
+
+
+def prompt_key(points: np.ndarray, labels: np.ndarray, box: np.ndarray | None) -> tuple:
+    """Hashable description of a prompt set (to tell a refinement from a new object)."""
+    pts = tuple(map(tuple, np.round(np.asarray(points, float), 3)))
+    return pts, tuple(np.asarray(labels).tolist()), None if box is None else tuple(box)
+
+
+def is_refinement(previous: tuple, current: tuple) -> bool:
+    """True when ``current`` = ``previous`` plus more clicks (same box)."""
+    if not previous:
+        return False
+    (p_pts, p_lab, p_box), (c_pts, c_lab, c_box) = previous, current
+    n = len(p_pts)
+    return c_box == p_box and len(c_pts) > n and c_pts[:n] == p_pts and c_lab[:n] == p_lab
