@@ -6,21 +6,9 @@ from __future__ import annotations
 import torch
 
 from napari_sam.engine.loader import SamModel, wrap_model
-from napari_sam.model.build import SamConfig, build_sam
+from napari_sam.model.build import TINY_CONFIG, build_sam
 
-TINY = SamConfig(
-    image_size=64,
-    patch_size=8,
-    embed_dim=32,
-    depth=2,
-    num_heads=2,
-    window_size=4,
-    global_attn_indexes=(1,),
-    prompt_embed_dim=32,
-    decoder_mlp_dim=64,
-    decoder_num_heads=2,
-    iou_head_hidden_dim=32,
-)
+TINY = TINY_CONFIG  # defined once, in napari_sam.model.build
 
 
 def make_tiny(seed: int = 0, precision: str = "fp32") -> SamModel:

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from napari_sam.model.build import CONFIGS, SamConfig, build_sam, infer_config
+from napari_sam.model.build import CONFIGS, TINY_VIT_TEST_CONFIG, build_sam, infer_config
 from napari_sam.model.tiny_vit import TinyViT, attention_bias_index, infer_tiny_vit_config
 
 from requires import require
@@ -29,14 +29,16 @@ pytestmark = [
 ATOL_REL = 1e-4
 RTOL = 1e-4
 
-# The small config of the brief: its last width is not one the reference recognises for
-# its stride-1 last merge, so the reference needs a patch (see _ref_tiny_vit).
+# The small config of the brief (TINY_VIT_TEST_CONFIG): its last width is not one the
+# reference recognises for its stride-1 last merge, so the reference needs a patch (see
+# _ref_tiny_vit).
+SMALL_SAM = TINY_VIT_TEST_CONFIG
 SMALL: dict[str, Any] = dict(
-    img_size=256,
-    embed_dims=(16, 32, 48, 64),
-    depths=(1, 1, 2, 1),
-    num_heads=(1, 2, 3, 4),
-    window_sizes=(7, 7, 7, 7),
+    img_size=SMALL_SAM.image_size,
+    embed_dims=SMALL_SAM.tv_embed_dims,
+    depths=SMALL_SAM.tv_depths,
+    num_heads=SMALL_SAM.tv_num_heads,
+    window_sizes=SMALL_SAM.tv_window_sizes,
 )
 # Width 320: the reference picks the stride-1 last merge itself (the patch is a no-op);
 # window 14 on the 16 × 16 grid of stage 2 exercises padding.
@@ -46,17 +48,6 @@ SMALL_320: dict[str, Any] = dict(
     depths=(1, 1, 2, 1),
     num_heads=(1, 2, 3, 10),
     window_sizes=(7, 7, 14, 7),
-)
-SMALL_SAM = SamConfig(
-    encoder="tiny_vit",
-    image_size=256,
-    tv_embed_dims=SMALL["embed_dims"],
-    tv_depths=SMALL["depths"],
-    tv_num_heads=SMALL["num_heads"],
-    tv_window_sizes=SMALL["window_sizes"],
-    decoder_depth=1,
-    decoder_mlp_dim=64,
-    iou_head_hidden_dim=64,
 )
 
 

@@ -83,10 +83,10 @@ def run(args: argparse.Namespace) -> int:
 
     from ..engine.device import resolve_device
     from ..engine.loader import load_model
-    from ..model.build import CONFIGS, build_sam
+    from ..model.build import CONFIGS, DEMO_CONFIG, build_sam
     from ..model.checkpoint import load_sam_checkpoint
     from ..training.data import load_pairs, random_synthetic_pairs
-    from ..training.loop import DEMO_CONFIG, TrainConfig, train
+    from ..training.loop import TrainConfig, train
     from . import UserError
     from .common import user_errors
     from .io import check_output

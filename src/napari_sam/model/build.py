@@ -83,6 +83,58 @@ CONFIGS: Mapping[str, SamConfig] = {
     "vit_h": SamConfig(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
     "vit_t": SamConfig(encoder="tiny_vit"),
 }
+"""The published architectures (checkpoints of these types are downloadable)."""
+
+DEMO_CONFIG = SamConfig(
+    image_size=256,
+    patch_size=16,
+    embed_dim=128,
+    depth=4,
+    num_heads=4,
+    window_size=8,
+    global_attn_indexes=(1, 3),
+    prompt_embed_dim=128,
+    decoder_mlp_dim=512,
+    iou_head_hidden_dim=128,
+)
+"""The packaged demo model (``napari-sam train --arch demo``): a standard SAM ViT, just
+small (256² input, 16 × 16 token grid)."""
+
+TINY_CONFIG = SamConfig(
+    image_size=64,
+    patch_size=8,
+    embed_dim=32,
+    depth=2,
+    num_heads=2,
+    window_size=4,
+    global_attn_indexes=(1,),
+    prompt_embed_dim=32,
+    decoder_mlp_dim=64,
+    decoder_num_heads=2,
+    iou_head_hidden_dim=32,
+)
+"""The tiny random-weight SAM of the unit tests (64² input, 8 × 8 token grid):
+milliseconds per slice on a CPU."""
+
+TINY_VIT_TEST_CONFIG = SamConfig(
+    encoder="tiny_vit",
+    image_size=256,
+    tv_embed_dims=(16, 32, 48, 64),
+    tv_depths=(1, 1, 2, 1),
+    tv_num_heads=(1, 2, 3, 4),
+    tv_window_sizes=(7, 7, 7, 7),
+    decoder_depth=1,
+    decoder_mlp_dim=64,
+    iou_head_hidden_dim=64,
+)
+"""A small TinyViT (MobileSAM) SAM for the encoder's parity tests (256² input)."""
+
+SMALL_CONFIGS: Mapping[str, SamConfig] = {
+    "demo": DEMO_CONFIG,
+    "tiny": TINY_CONFIG,
+    "tiny_vit_test": TINY_VIT_TEST_CONFIG,
+}
+"""Architectures without a published checkpoint (training from scratch, tests)."""
 
 
 def build_sam(config: SamConfig | str) -> Sam:

@@ -37,20 +37,6 @@ from .prompts import (
     sample_positive,
 )
 
-DEMO_CONFIG = SamConfig(
-    image_size=256,
-    patch_size=16,
-    embed_dim=128,
-    depth=4,
-    num_heads=4,
-    window_size=8,
-    global_attn_indexes=(1, 3),
-    prompt_embed_dim=128,
-    decoder_mlp_dim=512,
-    iou_head_hidden_dim=128,
-)
-"""Architecture of the packaged demo model (a standard SAM ViT, just small)."""
-
 POINT, BOX, MULTI = 0, 1, 2
 
 
