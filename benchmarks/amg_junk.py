@@ -30,10 +30,11 @@ from scipy import ndimage as ndi
 
 from napari_sam.engine.amg import AutomaticMaskGenerator
 from napari_sam.engine.amg.result import build_result
-from napari_sam.engine.amg.volume import DEMO_PARAMS, iou_matrix, object_f1
+from napari_sam.engine.amg.volume import DEMO_PARAMS
 from napari_sam.engine.decode.predictor import Predictor
 from napari_sam.engine.labels import RimRule, merge_new_objects
 from napari_sam.engine.loader import load_model
+from napari_sam.engine.metrics import iou_matrix, object_f1
 from napari_sam.synthetic import VARIANTS, nuclei_2d, nuclei_2d_varied
 
 OFF = RimRule(0.0, 0)

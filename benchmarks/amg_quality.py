@@ -1,7 +1,7 @@
 """Automatic-mask quality of a demo-like model on held-out synthetic nuclei.
 
 Reproduces the validation table of docs/amg_volumes.md: object-level F1 at IoU 0.5
-(``napari_sam.engine.amg_volume.object_f1``) with ``DEMO_PARAMS``, z-linking at
+(``napari_sam.engine.metrics.object_f1``) with ``DEMO_PARAMS``, z-linking at
 ``DEFAULT_LINK_IOU`` and ``DEMO_MIN_SLICES``, pooled over
 
 * the CI volume ``nuclei_3d((24, 128, 128), seed=31000, z_step=2.5)``,
@@ -27,9 +27,10 @@ import numpy as np
 import torch
 
 from napari_sam.engine.amg import AutomaticMaskGenerator
-from napari_sam.engine.amg.volume import DEMO_MIN_SLICES, DEMO_PARAMS, amg_volume, object_f1
+from napari_sam.engine.amg.volume import DEMO_MIN_SLICES, DEMO_PARAMS, amg_volume
 from napari_sam.engine.decode.predictor import Predictor
 from napari_sam.engine.loader import load_model
+from napari_sam.engine.metrics import object_f1
 from napari_sam.synthetic import nuclei_2d, nuclei_3d
 
 CI_VOLUME = 31000

@@ -30,8 +30,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from napari_sam.engine.cpu import cpu_info
+from napari_sam.engine.decode.predictor import Predictor
 from napari_sam.engine.loader import wrap_model
-from napari_sam.engine.predictor import Predictor
+from napari_sam.engine.metrics import iou
 from napari_sam.model.build import CONFIGS
 from napari_sam.model.checkpoint import sam_from_state_dict
 
@@ -67,11 +68,6 @@ def prompt_set(size: int) -> list[dict]:
         dict(points=[[200 * s, 200 * s]], labels=[1]),
         dict(box=[10 * s, 10 * s, 250 * s, 120 * s]),
     ]
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def main() -> None:

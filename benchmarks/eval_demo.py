@@ -127,7 +127,7 @@ def cell_picture(model, path: Path) -> None:
 def synthetic_picture(model, pair, path: Path) -> None:
     """One centre click per nucleus of a held-out image: ground truth vs the model."""
     from napari_sam.engine.decode.predictor import Predictor
-    from napari_sam.training.evaluate import centre_point
+    from napari_sam.engine.metrics import interior_point
     from napari_sam.training.prompts import object_pixels
 
     img, lab = pair
@@ -136,7 +136,7 @@ def synthetic_picture(model, pair, path: Path) -> None:
     rgb = _rgb(img)
     gt, pred, marks = [], [], []
     for i in object_pixels(lab, 30):
-        c = centre_point(lab, i)
+        c = interior_point(lab == i)
         r = p.predict(points=c[None], labels=[1])
         gt.append(lab == i)
         pred.append(r.masks[r.best])

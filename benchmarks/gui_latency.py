@@ -33,7 +33,6 @@ import traceback
 from typing import ClassVar
 
 import numpy as np
-from scipy import ndimage as ndi
 
 
 class TickRecorder:
@@ -175,6 +174,7 @@ def main() -> int:
 
     import napari
     from napari_sam._napari.widget import SamWidget
+    from napari_sam.engine.metrics import interior_point
     from napari_sam.synthetic import nuclei_3d
 
     times = CallbackTimes()
@@ -220,8 +220,7 @@ def main() -> int:
     first = len(rec.ticks)
     ids = [i for i in np.unique(truth[z]) if i][: args.objects]
     for obj in ids:
-        dist = ndi.distance_transform_edt(truth[z] == obj)
-        r, c = np.unravel_index(np.argmax(dist), dist.shape)
+        r, c = interior_point(truth[z] == obj)
         widget.points.add(widget.points.world_to_data(layer.data_to_world((z, r, c))))
         wait(app, lambda: widget.preview is not None, timeout=120)
         pause(app, args.think)

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from napari_sam.engine.decode.predictor import Predictor
 from napari_sam.engine.embedding import Embedding
+from napari_sam.engine.metrics import iou
 from napari_sam.model.build import CONFIGS
 
 from oracle import build_official, ours_from_official
@@ -80,11 +81,6 @@ def prompt_set(h: int, w: int, rng: np.random.Generator, positions: int) -> list
             ("box_points", dict(box=box, points=[[nr, nc]], labels=[0])),
         ]
     return prompts
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def compare(p_ref: Predictor, emb_ref: Embedding, emb_other: Embedding, prompts) -> dict:

@@ -47,7 +47,8 @@ def outline(rgb: np.ndarray, labels: np.ndarray, colour=(255, 255, 255)) -> np.n
 
 def amg_sample(model) -> None:
     from napari_sam.engine.amg import AutomaticMaskGenerator
-    from napari_sam.engine.amg.volume import DEMO_PARAMS, object_f1
+    from napari_sam.engine.amg.volume import DEMO_PARAMS
+    from napari_sam.engine.metrics import object_f1
     from napari_sam.synthetic import nuclei_2d
 
     image, truth = nuclei_2d((256, 256), seed=2024)

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
 OUT = Path(__file__).resolve().parent / "images"
 
@@ -35,6 +34,7 @@ def main() -> int:
     import napari
     from napari_sam._napari.sample_data import nuclei_3d
     from napari_sam._napari.widget import SamWidget
+    from napari_sam.engine.metrics import interior_point
 
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1700, 1000)
@@ -55,8 +55,7 @@ def main() -> int:
     viewer.dims.set_point(0, layer.data_to_world((z, 0, 0))[0])
     ids = [i for i in np.unique(truth[z]) if i]
     for k, obj in enumerate(ids[:6]):
-        dist = ndi.distance_transform_edt(truth[z] == obj)
-        r, c = np.unravel_index(np.argmax(dist), dist.shape)
+        r, c = interior_point(truth[z] == obj)
         widget.points.add([z, r, c])
         wait(app, lambda: widget.preview is not None)
         t0 = time.time()

@@ -12,8 +12,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage as ndi
 
 from napari_sam.engine.amg import AutomaticMaskGenerator
-from napari_sam.engine.amg.volume import DEMO_PARAMS, object_f1
+from napari_sam.engine.amg.volume import DEMO_PARAMS
 from napari_sam.engine.labels import RimRule, merge_new_objects, paint_compact_masks
+from napari_sam.engine.metrics import object_f1
 
 # random weights (as test_amg.py): masks are noise patterns, NMS off, thresholds open
 LOOSE = dict(

@@ -15,12 +15,11 @@ from napari_sam.engine.amg.volume import (
     VolumeAmg,
     amg_volume,
     drop_short,
-    iou_matrix,
     link_pair,
     link_slices,
-    object_f1,
 )
 from napari_sam.engine.decode.predictor import Predictor
+from napari_sam.engine.metrics import iou_matrix, object_f1
 
 
 def disk(shape, centre, r, value):

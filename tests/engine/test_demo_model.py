@@ -11,9 +11,9 @@ import torch
 from napari_sam import weights
 from napari_sam.engine.decode.predictor import Predictor
 from napari_sam.engine.loader import load_model
+from napari_sam.engine.metrics import interior_point, iou
 from napari_sam.model.checkpoint import read_checkpoint
 from napari_sam.synthetic import nuclei_2d
-from napari_sam.training.evaluate import centre_point, iou
 from napari_sam.training.prompts import object_box, object_pixels
 
 from requires import require
@@ -62,7 +62,7 @@ def test_point_and_box_segment_held_out_nuclei(demo, held_out) -> None:
     assert len(objects) >= 8
     for i, px in objects.items():
         gt = lab == i
-        r = p.predict(points=centre_point(lab, i)[None], labels=[1])
+        r = p.predict(points=interior_point(lab == i)[None], labels=[1])
         point_iou.append(iou(r.masks[r.best], gt))
         r = p.predict(box=object_box(px), multimask=False)
         box_iou.append(iou(r.masks[0], gt))
@@ -76,7 +76,7 @@ def test_click_selects_the_clicked_nucleus(demo, held_out) -> None:
     p.set_image(img)
     objects = object_pixels(lab, min_area=80)
     for i in list(objects)[:5]:
-        r = p.predict(points=centre_point(lab, i)[None], labels=[1])
+        r = p.predict(points=interior_point(lab == i)[None], labels=[1])
         m = r.masks[r.best]
         ids, counts = np.unique(lab[m], return_counts=True)
         assert ids[np.argmax(counts)] == i  # mostly covers the clicked nucleus
@@ -101,7 +101,7 @@ def test_official_classes_load_demo_weights_and_agree(demo, held_out) -> None:
     p.set_image(img)
     torch.testing.assert_close(p.embedding.features, op.features, atol=1e-5, rtol=1e-5)
     for i, px in list(object_pixels(lab, min_area=80).items())[:4]:
-        rc = centre_point(lab, i)
+        rc = interior_point(lab == i)
         theirs, _, _ = op.predict(point_coords=rc[None, ::-1].copy(), point_labels=np.array([1]))
         assert np.array_equal(p.predict(points=rc[None], labels=[1]).masks, theirs)
         r0, c0, r1, c1 = object_box(px)

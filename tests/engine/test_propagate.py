@@ -16,10 +16,10 @@ import torch
 
 from napari_sam.engine.decode.predictor import Predictor, PredictResult
 from napari_sam.engine.embedding import Embedding
+from napari_sam.engine.metrics import interior_point
 from napari_sam.engine.propagate import Propagator, propagate
 from napari_sam.engine.propagate.prompts import (
     build_prompts,
-    interior_point,
     mask_box,
     mask_to_logits,
     parse_mode,

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from scipy import ndimage as ndi
 
 from napari_sam.cli import main
 from napari_sam.engine.amg import AutomaticMaskGenerator
@@ -18,6 +17,7 @@ from napari_sam.engine.amg.volume import DEMO_PARAMS
 from napari_sam.engine.decode.predictor import Predictor
 from napari_sam.engine.labels import next_free_id
 from napari_sam.engine.loader import load_model
+from napari_sam.engine.metrics import interior_point
 from napari_sam.engine.propagate import Propagator
 from napari_sam.export import Calibration, PromptRound, Provenance, export_labels
 from napari_sam.export.ome_zarr import read_ome_zarr
@@ -37,9 +37,9 @@ def volume():
 
 
 def centre(truth2d: np.ndarray, obj: int) -> list[float]:
-    d = ndi.distance_transform_edt(truth2d == obj)
-    r, c = np.unravel_index(np.argmax(d), d.shape)
-    return [float(r), float(c)]
+    """The object's interior-most pixel; (0, 0) when it is not on this slice."""
+    m = truth2d == obj
+    return interior_point(m).tolist() if m.any() else [0.0, 0.0]
 
 
 def bbox(truth2d: np.ndarray, obj: int) -> list[float]:

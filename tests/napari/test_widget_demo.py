@@ -10,13 +10,10 @@ from scipy import ndimage as ndi
 
 from napari_sam._napari.constants import POSITIVE_FEATURE
 from napari_sam._napari.widget import SamWidget
+from napari_sam.engine.metrics import interior_point, iou
 from napari_sam.synthetic import nuclei_2d, nuclei_3d
 
 pytestmark = pytest.mark.gui
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max((a | b).sum(), 1))
 
 
 def biggest(truth2d: np.ndarray) -> tuple[int, tuple[int, int]]:
@@ -30,10 +27,8 @@ def biggest(truth2d: np.ndarray) -> tuple[int, tuple[int, int]]:
         edge = m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any()
         if not edge and not (truth2d[ring] > 0).any() and area > best_area:
             best, best_area = int(i), int(area)
-    obj = best
-    dist = ndi.distance_transform_edt(truth2d == obj)
-    r, c = np.unravel_index(np.argmax(dist), dist.shape)
-    return obj, (int(r), int(c))
+    r, c = interior_point(truth2d == best)
+    return best, (int(r), int(c))
 
 
 def cases():

@@ -79,7 +79,8 @@ def _is_demo(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.amg.volume import DEFAULT_LINK_IOU, DEMO_MIN_SLICES, object_f1
+    from ..engine.amg import DEFAULT_LINK_IOU, DEMO_MIN_SLICES
+    from ..engine.metrics import object_f1
     from .io import check_output, read_image, write_labels, write_overlay
 
     truth = None

@@ -87,7 +87,10 @@ def run(args: argparse.Namespace) -> int:
         print("object → id: " + ", ".join(f"{obj} → {i}" for obj, i in ids.items()))
     print(f"{len(prompts)} objects → {labels_path}, {overlay_path}")
     if truth is not None:
-        print(f"mean IoU vs ground truth: {_mean_iou(labels, truth):.3f}")
+        from ..engine.metrics import matched_ious
+
+        ious = matched_ious(labels, truth)
+        print(f"mean IoU vs ground truth: {float(np.mean(ious)) if ious else 0.0:.3f}")
     return 0
 
 
@@ -121,27 +124,9 @@ def _sample() -> tuple[np.ndarray, np.ndarray]:
 
 def _clicks_from_truth(truth: np.ndarray) -> dict[str, dict]:
     """One simulated positive click per object at its interior-most pixel."""
-    from scipy import ndimage as ndi
+    from ..engine.metrics import interior_point
 
-    prompts = {}
-    for obj in np.unique(truth[truth > 0]):
-        dist = ndi.distance_transform_edt(truth == obj)
-        r, c = np.unravel_index(np.argmax(dist), dist.shape)
-        prompts[str(int(obj))] = {"points": [[float(r), float(c)]], "labels": [1]}
-    return prompts
-
-
-def _mean_iou(labels: np.ndarray, truth: np.ndarray) -> float:
-    ious = []
-    for obj in np.unique(truth[truth > 0]):
-        gt = truth == obj
-        ids, counts = np.unique(labels[gt], return_counts=True)
-        best = max(
-            (i for i in zip(ids, counts, strict=True) if i[0]), key=lambda t: t[1], default=None
-        )
-        if best is None:
-            ious.append(0.0)
-            continue
-        pred = labels == best[0]
-        ious.append((gt & pred).sum() / (gt | pred).sum())
-    return float(np.mean(ious)) if ious else 0.0
+    return {
+        str(int(obj)): {"points": [interior_point(truth == obj).tolist()], "labels": [1]}
+        for obj in np.unique(truth[truth > 0])
+    }

@@ -5,26 +5,13 @@ so it measures exactly what a user gets."""
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from ..engine.decode.predictor import Predictor
 from ..engine.loader import SamModel
+from ..engine.metrics import interior_point, iou
 from .prompts import largest_error_click, object_box, object_pixels
 
 MODES = ("point", "point_random", "box", "point+1", "box+1")
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two boolean masks (1.0 when both are empty)."""
-    union = np.count_nonzero(a | b)
-    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
-
-
-def centre_point(labels: np.ndarray, label: int) -> np.ndarray:
-    """The object's most interior pixel (maximum of the distance transform): (row, col)."""
-    d = ndi.distance_transform_edt(np.pad(labels == label, 1))
-    r, c = np.unravel_index(int(np.argmax(d)), d.shape)
-    return np.array([r - 1, c - 1], dtype=np.float64)
 
 
 def evaluate(
@@ -54,7 +41,7 @@ def evaluate(
             px = objects[lab]
             out["area"].append(float(len(px)))
             for mode, pts in (
-                ("point", centre_point(labels, lab)[None]),
+                ("point", interior_point(gt)[None]),
                 ("point_random", px[rng.integers(len(px))][None].astype(np.float64)),
             ):
                 r = pred.predict(points=pts, labels=[1], multimask=True)
@@ -68,7 +55,7 @@ def evaluate(
             m0 = first.masks[first.best]
             click, lab1 = largest_error_click(m0, gt)
             r = pred.predict(
-                points=np.stack([centre_point(labels, lab), click]),
+                points=np.stack([interior_point(gt), click]),
                 labels=[1, lab1],
                 mask_input=first.logits[first.best],
                 multimask=False,

@@ -32,6 +32,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ..embedding import Embedding
+from ..metrics import iou_matrix
 from ..progress import Progress
 from .generator import AutomaticMaskGenerator
 
@@ -43,10 +44,8 @@ __all__ = [
     "VolumeAmg",
     "amg_volume",
     "drop_short",
-    "iou_matrix",
     "link_pair",
     "link_slices",
-    "object_f1",
 ]
 
 DEFAULT_LINK_IOU = 0.5  # chosen by measurement (docs/amg_volumes.md)
@@ -62,27 +61,6 @@ DEMO_PARAMS: dict[str, Any] = {
 DEMO_MIN_SLICES = 3  # drop linked objects on fewer slices (demo model, docs/amg_volumes.md)
 # The parameters the widget panel and the CLI expose (official defaults elsewhere).
 PANEL_PARAMS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh")
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """IoU of every object of label image ``a`` with every object of ``b`` (same shape).
-
-    Returns (ids_a, ids_b, iou) with iou shaped (len(ids_a), len(ids_b)); one pass over
-    the pixels (pair counts), no per-object masks."""
-    a = np.asarray(a).ravel()
-    b = np.asarray(b).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"label images differ in size: {a.size} vs {b.size}")
-    ids_a, inv_a, area_a = np.unique(a, return_inverse=True, return_counts=True)
-    ids_b, inv_b, area_b = np.unique(b, return_inverse=True, return_counts=True)
-    inter = np.bincount(
-        inv_a.astype(np.int64) * len(ids_b) + inv_b, minlength=len(ids_a) * len(ids_b)
-    ).reshape(len(ids_a), len(ids_b))
-    ka, kb = ids_a != 0, ids_b != 0
-    inter = inter[ka][:, kb]
-    union = area_a[ka][:, None] + area_b[kb][None, :] - inter
-    iou = inter / np.maximum(union, 1)
-    return ids_a[ka], ids_b[kb], iou
 
 
 def link_pair(
@@ -263,12 +241,3 @@ def amg_volume(
     for _ in vol.run():
         pass
     return vol.result
-
-
-def object_f1(pred: np.ndarray, truth: np.ndarray, iou: float = 0.5) -> tuple[int, int, int]:
-    """(true positives, #predicted, #true) objects: a true object is found when some
-    predicted object has IoU > ``iou`` with it (one-to-one for ``iou`` ≥ 0.5). Works for
-    2D and 3D label images. F1 = 2·tp / (#predicted + #true)."""
-    ids_p, ids_t, m = iou_matrix(pred, truth)
-    tp = int((m > iou).any(axis=0).sum()) if m.size else 0
-    return tp, len(ids_p), len(ids_t)

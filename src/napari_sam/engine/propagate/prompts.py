@@ -8,8 +8,8 @@ frame of the padded model input.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
+from ..metrics import interior_point
 from ..transforms import resized_shape
 
 MODES = ("box", "mask", "points", "box+mask", "box+points", "mask+points", "box+mask+points")
@@ -35,17 +35,6 @@ def mask_box(mask: np.ndarray, margin: float = 0.1, min_margin: float = 2.0) -> 
     h, w = mask.shape
     box = np.array([r0 - mr, c0 - mc, r1 + mr, c1 + mc], float)
     return np.clip(box, -0.5, [h - 0.5, w - 0.5, h - 0.5, w - 0.5])
-
-
-def interior_point(mask: np.ndarray) -> np.ndarray:
-    """(2,) the interior-most pixel (row, col) of a non-empty bool mask (distance
-    transform maximum, computed on the mask's bounding crop)."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    dist = ndimage.distance_transform_edt(np.pad(crop, 1))[1:-1, 1:-1]
-    r, c = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return np.array([r + rows[0], c + cols[0]], float)
 
 
 def mask_to_logits(
