@@ -198,7 +198,7 @@ def test_embed_on_local_dask_workers(tmp_path, tiny_checkpoint, capsys, monkeypa
 def test_tiff_reader_is_lazy_and_picklable_for_workers(tmp_path):
     import pickle
 
-    from napari_sam.cli.embed import TiffArray
+    from napari_sam.cli.io import TiffArray
 
     img = _volume()
     tifffile.imwrite(tmp_path / "v.tif", img, photometric="minisblack")

@@ -1,8 +1,8 @@
 """``napari-sam embed``: precompute the SAM embeddings of an image into a zarr store.
 
-Reads TIFF (tifffile, lazily through its zarr interface), zarr arrays (a group: its only
-array, or OME-Zarr level ``0``) and ``.npy`` (memory-mapped); only the slices being
-computed are read. Runs here, or on Dask (``--scheduler ADDR`` / ``--workers N``).
+Reads the image with the CLI's one reader (:func:`napari_sam.cli.io.read_image`: TIFF,
+zarr, ``.npy``, all lazy); only the slices being computed are read. Runs here, or on
+Dask (``--scheduler ADDR`` / ``--workers N``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 from . import UserError
 from .common import load_model, user_errors
+from .io import read_image
 
 HELP = "precompute SAM embeddings of an image (TIFF, zarr, .npy) into a zarr store"
 
@@ -59,67 +60,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address")
     g.add_argument("--workers", type=int, metavar="N", help="start a local Dask cluster")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-class TiffArray:
-    """Lazy, picklable TIFF array (for Dask workers): opens the file on first read."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        z = self._open()
-        self.shape, self.dtype = tuple(z.shape), z.dtype
-        self.ndim = len(self.shape)
-
-    def _open(self) -> Any:
-        import tifffile
-        import zarr
-
-        self._z = zarr.open(tifffile.imread(self.path, aszarr=True), mode="r")
-        return self._z
-
-    def __getitem__(self, key: Any) -> Any:
-        z = getattr(self, "_z", None) or self._open()
-        return z[key]
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_z"}
-
-
-def read_image(path_text: str) -> Any:
-    """The image at ``path_text`` as a lazy array (nothing but metadata is read)."""
-    from .io import check_dtype, reading
-
-    path = Path(path_text)
-    if not path.exists():
-        raise UserError(f"image not found: {path}")
-    suffix = path.suffix.lower()
-    with reading(path):
-        if suffix == ".npy":
-            import numpy as np
-
-            return check_dtype(np.load(path, mmap_mode="r", allow_pickle=False), path)
-        if suffix in (".tif", ".tiff"):
-            return check_dtype(TiffArray(str(path)), path)
-        if path.is_dir():
-            return check_dtype(_open_zarr(path), path)
-    raise UserError(f"unsupported image format {path.name!r}: use TIFF, .npy or zarr")
-
-
-def _open_zarr(path: Path) -> Any:
-    import zarr
-
-    node = zarr.open(path, mode="r")
-    if isinstance(node, zarr.Array):
-        return node
-    if "napari_sam" in node.attrs:
-        raise UserError(f"{path} is an embedding store, not an image")
-    names = sorted(node.array_keys())
-    if "0" in names:
-        return node["0"]
-    if len(names) == 1:
-        return node[names[0]]
-    listed = ", ".join(names) or "none"
-    raise UserError(f"{path} is a zarr group with arrays {listed}: give IMAGE as {path}/NAME")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -41,26 +41,76 @@ def reading(path: str | Path) -> Iterator[None]:
 
 
 def read_image(path: str | Path) -> Any:
-    """TIFF (.tif/.tiff), .npy or a zarr array (.zarr) → array (zarr stays lazy)."""
+    """The image at ``path`` as a lazy array: nothing but metadata is read until it is
+    indexed (or converted with ``np.asarray``).
+
+    TIFF (.tif/.tiff): :class:`TiffArray`; .npy: memory-mapped; zarr: an array, or a
+    group's array ``0`` (OME-Zarr level 0) or only array. Missing files, unknown formats,
+    zarr groups without one image, embedding stores and unreadable files are one
+    :class:`UserError` line each."""
     p = Path(path)
     if not p.exists():
-        raise UserError(f"input not found: {p}")
+        raise UserError(f"image not found: {p}")
     suffix = p.suffix.lower()
     with reading(p):
         if suffix in {".tif", ".tiff"}:
-            import tifffile
-
-            return check_dtype(tifffile.imread(p), p)
+            return check_dtype(TiffArray(str(p)), p)
         if suffix == ".npy":
             return check_dtype(np.load(p, mmap_mode="r", allow_pickle=False), p)
         if suffix == ".zarr" or p.is_dir():
-            import zarr
+            return check_dtype(_open_zarr(p), p)
+    raise UserError(f"unsupported image format {p.name!r}: use .tif, .npy or .zarr")
 
-            node = zarr.open(str(p), mode="r")
-            if not hasattr(node, "shape"):
-                raise UserError(f"{p} is a zarr group, not an array; give the array's path")
-            return check_dtype(node, p)
-    raise UserError(f"unsupported input {p.name}: use .tif, .tiff, .npy or .zarr")
+
+class TiffArray:
+    """Lazy, picklable TIFF array (for Dask workers): ``shape`` / ``dtype`` / ``ndim``
+    from the metadata; the file is (re)opened on the first read through tifffile's zarr
+    interface, so indexing reads only the pages it needs."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        z = self._open()
+        self.shape, self.dtype = tuple(z.shape), z.dtype
+        self.ndim = len(self.shape)
+
+    def _open(self) -> Any:
+        import tifffile
+        import zarr
+
+        self._z = zarr.open(tifffile.imread(self.path, aszarr=True), mode="r")
+        return self._z
+
+    def __getitem__(self, key: Any) -> Any:
+        z = getattr(self, "_z", None) or self._open()
+        return z[key]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = np.asarray(self[...])
+        return data if dtype is None else data.astype(dtype, copy=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_z"}
+
+
+def _open_zarr(path: Path) -> Any:
+    """A zarr array, or the image array of a zarr group (``0`` or its only array)."""
+    import zarr
+
+    node = zarr.open(str(path), mode="r")
+    if isinstance(node, zarr.Array):
+        return node
+    if "napari_sam" in node.attrs:
+        raise UserError(f"{path} is an embedding store, not an image")
+    names = sorted(node.array_keys())
+    if "0" in names:
+        return node["0"]
+    if len(names) == 1:
+        return node[names[0]]
+    listed = ", ".join(names) or "none"
+    raise UserError(f"{path} is a zarr group with arrays {listed}: give IMAGE as {path}/NAME")
 
 
 def check_dtype(image: Any, path: str | Path) -> Any:
