@@ -304,3 +304,13 @@ def test_existing_objects_get_no_rims(demo_amg):
     assert thin_objects(values) == [] and len(thin_objects(plain)) >= 5
     tp, npred, ntrue = object_f1(merged, truth)
     assert ntrue == 45 and tp >= 44 and npred <= 46, (tp, npred, ntrue)
+
+
+def test_renumber_keeps_order_offset_dtype_and_empty():
+    from napari_sam.engine.labels import renumber
+
+    lab = np.array([[0, 7, 7], [3, 0, 250]], np.uint8)
+    out = renumber(lab)
+    assert out.tolist() == [[0, 2, 2], [1, 0, 3]] and out.dtype == np.uint8
+    assert renumber(lab, offset=300).max() == 302  # widened to hold the ids
+    assert renumber(np.zeros((0, 4), np.uint32)).shape == (0, 4)

@@ -291,3 +291,14 @@ def test_prompts_from_a_mask():
     kw = build_prompts(parse_mode("box+mask+points"), [m, m], [None, lg], 64, (16, 16), 0.1)
     assert kw["boxes"].shape == (2, 4) and kw["points"].shape == (2, 1, 2)
     np.testing.assert_array_equal(kw["mask_inputs"][0], kw["mask_inputs"][1])
+
+
+def test_seed_mask_of_a_slice_smaller_than_the_low_res_frame_is_not_striped():
+    """8 × 8 slice, 64² input, 16² low-res frame: each pixel covers 2 × 2 cells; all of
+    them are inside a full mask (the hand-written binning left 3 of 4 cells empty)."""
+    lg = mask_to_logits(np.ones((8, 8), bool), 64, (16, 16))
+    assert (lg > 5).all()
+    half = np.zeros((8, 8), bool)
+    half[:, :4] = True
+    lg = mask_to_logits(half, 64, (16, 16))
+    assert (lg[:, :8] > 5).all() and (lg[:, 8:] < -5).all()

@@ -32,6 +32,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ..embedding import Embedding
+from ..labels import renumber
 from ..metrics import iou_matrix
 from ..progress import Progress
 from .generator import AutomaticMaskGenerator
@@ -95,7 +96,7 @@ class _Linker:
         ids = np.unique(labels)
         ids = ids[ids != 0]
         if not self.link:
-            return _consecutive(labels, ids)
+            return _consecutive(labels)
         links = {} if self.prev is None else link_pair(self.prev, labels, self.link_iou)
         lut = np.zeros(int(ids.max()) + 1 if ids.size else 1, np.uint32)
         for i in ids.tolist():
@@ -109,10 +110,9 @@ class _Linker:
         return out
 
 
-def _consecutive(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    lut = np.zeros(int(ids.max()) + 1 if ids.size else 1, np.uint32)
-    lut[ids] = np.arange(1, ids.size + 1, dtype=np.uint32)
-    return lut[labels]
+def _consecutive(labels: np.ndarray) -> np.ndarray:
+    """Ids renumbered 1..n in their order, uint32."""
+    return renumber(labels).astype(np.uint32, copy=False)
 
 
 def link_slices(
@@ -144,9 +144,7 @@ def drop_short(volume: np.ndarray, min_slices: int) -> np.ndarray:
         counts[np.unique(plane)] += 1
     keep = counts >= min_slices
     keep[0] = False
-    lut = np.zeros(n + 1, np.uint32)
-    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
-    return lut[volume]
+    return _consecutive(np.where(keep[volume], volume, 0))
 
 
 class VolumeAmg:

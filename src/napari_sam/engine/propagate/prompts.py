@@ -8,6 +8,8 @@ frame of the padded model input.
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from ..metrics import interior_point
 from ..transforms import resized_shape
@@ -42,22 +44,17 @@ def mask_to_logits(
 ) -> np.ndarray:
     """A full-resolution bool mask (H, W) → low-res logits (4h, 4w) float32, in the frame
     SAM uses for ``mask_input``: resized like the image (longest side = ``image_size``),
-    padded bottom/right, area-averaged down to ``low_res``; the covered fraction f maps
+    padded bottom/right, area-averaged down to ``low_res`` (``F.interpolate(mode="area")``
+    both times, so a slice smaller than the low-res frame is replicated, not striped);
+    the covered fraction f maps
     to ``gain × (2f − 1)`` (so ±``gain`` inside / outside, like micro-sam's
     ``eps = 1e-3`` inverse sigmoid)."""
     h, w = mask.shape
     rh, rw = resized_shape(h, w, image_size)
-    lh, lw = low_res
-    # fraction of the slice covered per low-res cell: the resized slice occupies
-    # rh / image_size × lh cells vertically (same horizontally)
-    ch, cw = rh * lh / image_size, rw * lw / image_size
-    rows = np.minimum((np.arange(h) + 0.5) * ch / h, lh - 1).astype(int)
-    cols = np.minimum((np.arange(w) + 0.5) * cw / w, lw - 1).astype(int)
-    total = np.zeros((lh, lw), np.float64)
-    count = np.zeros((lh, lw), np.float64)
-    np.add.at(total, (rows[:, None], cols[None, :]), mask.astype(np.float64))
-    np.add.at(count, (rows[:, None], cols[None, :]), 1.0)
-    frac = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    m = torch.from_numpy(np.asarray(mask, dtype=np.float64))[None, None]
+    m = F.interpolate(m, size=(rh, rw), mode="area")  # the slice as the model sees it
+    m = F.pad(m, (0, image_size - rw, 0, image_size - rh))  # padded bottom / right
+    frac = F.interpolate(m, size=tuple(low_res), mode="area")[0, 0].numpy()
     return (gain * (2.0 * frac - 1.0)).astype(np.float32)
 
 
