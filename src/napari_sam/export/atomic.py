@@ -1,5 +1,6 @@
 """Safe output: every export is written under a temporary name in the target's own
-directory and renamed into place only when complete.
+directory and renamed into place only when complete — by :mod:`napari_sam.outputs`, the
+one implementation of atomic results; this module adds the export's rules and errors.
 
 * An existing target is replaced only with ``overwrite=True``; a directory is replaced
   only when it is a previous napari-sam export (never a folder the user made).
@@ -12,8 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,29 +44,38 @@ def atomic_output(
     target: str | os.PathLike,
     overwrite: bool = False,
     is_export: Callable[[Path], bool] | None = None,
+    *,
+    folder: bool = False,
 ) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; write the output (file or folder) there.
+    """Yield a temporary path beside ``target``; write the output there — a file, or
+    with ``folder`` a folder (the yielded folder exists, empty; e.g. OME-Zarr).
 
-    On success it is renamed to ``target`` (replacing an existing one when allowed, see
-    :func:`check_target`); on any error it is removed and the target left as it was.
-    OSErrors (anywhere in the exception chain) become one :class:`ExportError`.
+    The renaming is :mod:`napari_sam.outputs`' (:func:`~napari_sam.outputs.atomic_dir` /
+    :func:`~napari_sam.outputs.atomic_file`): on success the temporary output takes
+    ``target``'s name (an existing one, when allowed by :func:`check_target`, is moved
+    aside first and deleted after); on any error it is removed and the target left as
+    it was. OSErrors (anywhere in the exception chain) become one :class:`ExportError`.
     """
+    from ..outputs import OutputError, OutputExistsError, atomic_dir, atomic_file
+
     target = Path(target)
     check_target(target, overwrite, is_export)
-    parent = target.parent
+    writer = atomic_dir if folder else atomic_file
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ExportError(_message(target, err)) from None
-    tmp = parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        yield tmp
-        _replace(tmp, target)
+        with writer(target, overwrite=overwrite) as tmp:
+            yield tmp
+    except ExportError:
+        raise
+    except OutputExistsError:  # created meanwhile by someone else
+        raise ExportError(
+            f"{target} exists; choose another name or ask to overwrite it"
+        ) from None
     except BaseException as err:
-        _remove(tmp)
         os_err = _os_error(err)
-        if os_err is not None and not isinstance(err, ExportError):
+        if os_err is not None:
             raise ExportError(_message(target, os_err)) from err
+        if isinstance(err, OutputError):
+            raise ExportError(str(err)) from err
         raise
 
 
@@ -89,27 +97,6 @@ def base_name(path: Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
-
-
-def _replace(tmp: Path, target: Path) -> None:
-    if not tmp.is_dir() or not target.exists():
-        os.replace(tmp, target)  # atomic for files; a new folder is renamed in one step
-        return
-    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(target, old)
-    try:
-        os.rename(tmp, target)
-    except OSError:
-        os.rename(old, target)  # put the previous export back
-        raise
-    _remove(old)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def _os_error(err: BaseException) -> OSError | None:

@@ -128,7 +128,7 @@ def write_ome_zarr(
         img, scale_factors=factors, method=nz.Methods.DASK_IMAGE_MODE, chunks=arr.chunksize
     )
     ms.root_attributes = {EXPORT_KEY: export_block(cal, name, provenance, table)}
-    with atomic_output(target, overwrite, is_export) as tmp:
+    with atomic_output(target, overwrite, is_export, folder=True) as tmp:
         nz.to_ngff_zarr(str(tmp), ms, version=NGFF_VERSION)
         if image is not None:
             _update_group_json(tmp, lambda ome: ome.setdefault(
