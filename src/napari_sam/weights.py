@@ -26,7 +26,7 @@ import types
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pooch
 
@@ -42,6 +42,7 @@ __all__ = [
     "WeightsUnavailableError",
     "available_models",
     "default_cache_dir",
+    "fetch_verified",
     "fetch_weights",
     "get_model_info",
 ]
@@ -285,15 +286,19 @@ def _packaged_path(info: ModelInfo) -> Path:
     return path
 
 
-def fetch_weights(
+def fetch_verified(
     name_or_info: str | ModelInfo,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
     *,
     allow_hash_mismatch: bool = False,
     timeout: float | None = None,
-) -> Path:
-    """Return the local path of a checkpoint, downloading it into the cache if needed.
+) -> tuple[Path, str | None]:
+    """The local path of a checkpoint, downloaded into the cache if needed, and the
+    file's hash when it was computed or verified on the way (``"alg:hexdigest"``: the
+    registry's hash of a verified file, the actual hash of a mismatching one that was
+    allowed), else None (no known hash, packaged weights) — so a loader need not hash
+    the file again.
 
     A cached file whose hash matches (or any cached file when no hash is known) is returned
     without network access.  A cached file whose hash differs is never deleted and never
@@ -325,17 +330,17 @@ def fetch_weights(
 
     info = name_or_info if isinstance(name_or_info, ModelInfo) else get_model_info(name_or_info)
     if info.package_file is not None:
-        return _packaged_path(info)
+        return _packaged_path(info), None
     directory = default_cache_dir(cache_dir)
     target = directory / info.filename
     known_hash = _checked_hash(info)
 
     if target.is_file():
         if known_hash is None:
-            return target
+            return target, None
         actual = pooch.file_hash(str(target), alg=_algorithm(known_hash))
         if actual.lower() == known_hash.split(":")[-1].lower():
-            return target
+            return target, _normalised(known_hash)
         actual = f"{_algorithm(known_hash)}:{actual}"
         if allow_hash_mismatch or _env_flag(ALLOW_HASH_MISMATCH_ENV_VAR):
             warnings.warn(
@@ -343,7 +348,7 @@ def fetch_weights(
                 f"{known_hash} for {info.name!r} (hash mismatch explicitly allowed).",
                 stacklevel=2,
             )
-            return target
+            return target, actual.lower()
         raise WeightsHashError(
             f"The file {target} (for {info.name!r}) has hash {actual} but {known_hash} was "
             f"expected; it was left untouched. If it is the wrong or a damaged file, delete "
@@ -376,4 +381,21 @@ def fetch_weights(
         raise WeightsUnavailableError(
             _unavailable_message(info, target, reason), url=info.url, target=target,
         ) from exc
-    return Path(path)
+    return Path(path), None if known_hash is None else _normalised(known_hash)
+
+
+def _normalised(known_hash: str) -> str:
+    """``"alg:hexdigest"`` in lower case (a bare digest is SHA-256)."""
+    return f"{_algorithm(known_hash)}:{known_hash.split(':')[-1].lower()}"
+
+
+def fetch_weights(
+    name_or_info: str | ModelInfo,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    **kwargs: Any,
+) -> Path:
+    """Return the local path of a checkpoint, downloading it into the cache if needed:
+    :func:`fetch_verified` without the hash (same arguments — ``allow_hash_mismatch``,
+    ``timeout`` — and errors)."""
+    return fetch_verified(name_or_info, cache_dir, progress, **kwargs)[0]

@@ -10,6 +10,7 @@ import numpy as np
 import tifffile
 
 from napari_sam.cli import main
+from napari_sam.engine.loader import load_model
 from napari_sam.export import PromptRound, Provenance
 from napari_sam.export.ome_zarr import read_ome_zarr
 
@@ -65,7 +66,7 @@ def test_replay_command_errors(tmp_path, tiny_model, capsys) -> None:
     assert "not a napari-sam provenance" in capsys.readouterr().err
 
 
-def test_replay_command_with_an_ome_zarr_image_level(tmp_path, tiny_model, tiny_checkpoint):
+def test_replay_command_with_an_ome_zarr_image_level(tmp_path, tiny_checkpoint):
     """IMAGE as an OME-Zarr image read at --level; the output takes its calibration."""
     rng = np.random.default_rng(1)
     full = (rng.random((2, 64, 64)) * 255).astype(np.uint8)
@@ -74,7 +75,10 @@ def test_replay_command_with_an_ome_zarr_image_level(tmp_path, tiny_model, tiny_
     image = tmp_path / "img.ome.zarr"
     nz.to_ngff_zarr(str(image), nz.to_multiscales(raw, scale_factors=[{"z": 1, "y": 2,
                                                                        "x": 2}]), version="0.5")
-    prov = Provenance.create(tiny_model, image_shape=(2, 32, 32), checkpoint=tiny_checkpoint)
+    # recorded with the model loaded from the checkpoint, as the widget does: the
+    # weights hash is the file's, which the replay's load reproduces
+    model = load_model("tiny", checkpoint=tiny_checkpoint, device="cpu", precision="fp32")
+    prov = Provenance.create(model, image_shape=(2, 32, 32), checkpoint=tiny_checkpoint)
     prov.add_prompted((1,), [PromptRound.create(box=[4, 4, 20, 24])], [1])
     prov.save(tmp_path / "p.json")
     out = tmp_path / "r.ome.zarr"

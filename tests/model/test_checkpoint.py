@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import pickle
 import random
@@ -10,6 +11,8 @@ import random
 import pytest
 import torch
 
+from napari_sam import weights
+from napari_sam.engine import loader
 from napari_sam.engine.loader import load_model
 from napari_sam.model import checkpoint as checkpoint_module
 from napari_sam.model.build import CONFIGS, build_sam, config_name, infer_config
@@ -69,8 +72,45 @@ def test_stored_config_is_used(tiny_checkpoint, tiny_config):
 def test_load_model_from_checkpoint(tiny_checkpoint, tiny_model):
     m = load_model("tiny", checkpoint=tiny_checkpoint, device="cpu", precision="fp32")
     assert m.precision == "fp32" and m.device.type == "cpu" and m.name == "tiny"
-    assert m.weights_hash == tiny_model.weights_hash
-    assert len(m.weights_hash) == 64
+    # loaded from a file: the file's SHA-256; built in memory: the state dict's
+    assert m.weights_hash == "sha256:" + hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+    assert len(tiny_model.weights_hash) == 64 and tiny_model.weights_hash != m.weights_hash
+    again = load_model("tiny", checkpoint=tiny_checkpoint, device="cpu", precision="fp32")
+    assert again.weights_hash == m.weights_hash
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_weights_are_hashed_once_per_load(tiny_checkpoint, monkeypatch, precision):
+    """A checkpoint file is hashed once (the file); the state dict is never hashed."""
+    calls = []
+
+    def file_hash(path):
+        calls.append(path)
+        return real(path)
+
+    real = loader.file_hash
+    monkeypatch.setattr(loader, "file_hash", file_hash)
+    monkeypatch.setattr(loader, "state_dict_hash", _never)
+    m = load_model("tiny", checkpoint=tiny_checkpoint, device="cpu", precision=precision)
+    assert calls == [tiny_checkpoint] and m.weights_hash.startswith("sha256:")
+
+
+def test_registry_hash_is_reused_not_recomputed(tmp_path, tiny_checkpoint, monkeypatch):
+    """Registry weights: the hash the download check verified is the weights hash."""
+    digest = hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "t.pt").write_bytes(tiny_checkpoint.read_bytes())
+    info = weights.ModelInfo("t", "custom", "https://example.invalid/t.pt",
+                             f"sha256:{digest.upper()}", None, "t.pt", "test")
+    monkeypatch.setattr(weights, "get_model_info", lambda _name: info)
+    monkeypatch.setattr(loader, "file_hash", _never)
+    monkeypatch.setattr(loader, "state_dict_hash", _never)
+    m = load_model("t", device="cpu", precision="fp32", cache_dir=tmp_path / "cache")
+    assert m.weights_hash == f"sha256:{digest}"
+
+
+def _never(*_a, **_k):
+    raise AssertionError("hashed a second time")
 
 
 def test_missing_unexpected_and_shape_mismatch_named(tmp_path, tiny_model, tiny_config):

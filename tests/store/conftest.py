@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_sam.engine.loader import SamModel
+from napari_sam.engine.loader import SamModel, load_model
 from napari_sam.store import ModelSpec
 
 from store_helpers import TINY, make_tiny
@@ -22,15 +22,17 @@ def _one_thread():
 
 
 @pytest.fixture(scope="session")
-def model() -> SamModel:
-    return make_tiny(0)
+def checkpoint(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    torch.save({"config": TINY.to_dict(), "model": make_tiny(0).sam.state_dict()}, path)
+    return str(path)
 
 
 @pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory, model) -> str:
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    torch.save({"config": TINY.to_dict(), "model": model.sam.state_dict()}, path)
-    return str(path)
+def model(checkpoint) -> SamModel:
+    """The tiny model loaded from ``checkpoint``: the same weights (and weights hash, the
+    file's) as the models subprocesses and Dask workers load from it."""
+    return load_model("tiny", checkpoint=checkpoint, device="cpu", precision="fp32")
 
 
 @pytest.fixture(scope="session")

@@ -61,7 +61,7 @@ def test_float16_is_the_default_and_rounds_only(tmp_path, model):
 def test_attrs_record_the_signature(tmp_path, model):
     store = EmbeddingStore.open(tmp_path / "s.zarr", model, image=volume(), source="cells.tif")
     a = zarr.open_group(tmp_path / "s.zarr", mode="r").attrs["napari_sam"]
-    assert a["schema_version"] == 2 and a["kind"] == "embeddings"
+    assert a["schema_version"] == 3 and a["kind"] == "embeddings"
     assert len(a["store_id"]) == 32  # identity of this store (salts the checksums)
     assert a["model"]["name"] == "tiny" and a["model"]["weights_hash"] == model.weights_hash
     assert a["model"]["precision"] == "fp32" and a["model"]["config"] == TINY.to_dict()
@@ -240,3 +240,20 @@ def test_info_counts_complete_slices(tmp_path, model):
     assert info["model"] == "tiny" and info["image_shape"] == (6, 40, 50)
     with pytest.raises(FileNotFoundError, match="not a napari-sam embedding store"):
         store_info(tmp_path)
+
+
+def test_store_of_an_older_schema_is_a_mismatch_and_kept(tmp_path, model):
+    """Schema 3 changed what weights_hash means (the checkpoint file's hash): a schema-2
+    store is refused with the usual mismatch error naming the schema, never deleted;
+    only an explicit overwrite replaces it."""
+    img = volume()
+    filled(tmp_path, model, img)
+    group = zarr.open_group(tmp_path / "s.zarr", mode="r+")
+    attrs = dict(group.attrs["napari_sam"])
+    group.attrs["napari_sam"] = {**attrs, "schema_version": 2}
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(StoreMismatchError, match="schema version: store has 2, needed 3"):
+        EmbeddingStore.open(tmp_path / "s.zarr", model, image=img)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    fresh = EmbeddingStore.open(tmp_path / "s.zarr", model, image=img, on_mismatch="overwrite")
+    assert len(fresh.missing()) == fresh.layout.n_slices

@@ -12,6 +12,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.loader import short_hash
     from ..store import store_info
     from .common import user_errors
     from .io import reading
@@ -23,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     rows = [
         ("store", args.store),
         ("source", info["source"] or "-"),
-        ("model", f"{info['model']} (weights {info['weights_hash'][:12]})"),
+        ("model", f"{info['model']} (weights {short_hash(info['weights_hash'])})"),
         ("precision", info["precision"]),
         ("image shape", _shape(info["image_shape"])),
         ("slice axes", f"{_shape(info['slice_axes'])} → {_shape(info['slice_shape'])} slices"),

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .image import Normalization, to_uint8_rgb
-from .loader import SamModel
+from .loader import SamModel, short_hash
 from .transforms import resize_rgb, resized_shape
 
 
@@ -74,7 +74,7 @@ def for_model(embedding: Embedding, model: SamModel) -> Embedding:
     if embedding.model_hash != model.weights_hash:
         raise ValueError(
             "embedding was computed with other model weights "
-            f"({embedding.model_hash[:12]} ≠ {model.weights_hash[:12]}); recompute it"
+            f"({short_hash(embedding.model_hash)} ≠ {short_hash(model.weights_hash)}); recompute it"
         )
     return Embedding(
         embedding.features.to(model.device, torch.float32),

@@ -24,8 +24,11 @@ class SamModel:
     (the concrete precision and which engine paths it takes).
 
     ``name`` is the registry name or checkpoint file name; ``weights_hash`` identifies
-    the weights (SHA-256 over tensor names, shapes and bytes, computed on first use) and
-    is what the embedding cache records.
+    the weights and is what the embedding cache records: for a model loaded from a file
+    (:func:`load_model`) the file's hash, ``"alg:hexdigest"`` — the registry's verified
+    hash, else SHA-256 computed once while loading; for a model built in memory
+    (:func:`wrap_model` without ``weights_hash``) the SHA-256 over tensor names, shapes
+    and bytes (:func:`state_dict_hash`, computed on first use).
     """
 
     sam: Sam
@@ -84,12 +87,24 @@ def state_dict_hash(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def file_hash(path: str | os.PathLike) -> str:
+    """``"sha256:<hexdigest>"`` of a file, read once in blocks."""
+    with open(path, "rb") as f:
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def short_hash(digest: str) -> str:
+    """The first 12 hex digits of a weights hash, for messages (``"alg:"`` dropped)."""
+    return str(digest).split(":")[-1][:12]
+
+
 def wrap_model(
     sam: Sam,
     config: SamConfig,
     name: str,
     device: str | torch.device = "auto",
     precision: str = "auto",
+    weights_hash: str | None = None,
 ) -> SamModel:
     """Put an already-built :class:`Sam` on a device with a precision policy.
 
@@ -99,6 +114,8 @@ def wrap_model(
     weights, so ``weights_hash`` does not depend on the precision) and uses fused
     scaled-dot-product attention on GPUs (the materialised one, in bf16, on a CPU);
     prompt encoder and mask decoder stay float32.
+    ``weights_hash``: the identity of the weights when known (a checkpoint file's hash);
+    None → :func:`state_dict_hash` of ``sam``.
     Predictors of a model loaded with ``precision="fp32"`` (``exact``) decode with the
     official mask decoder; otherwise with the folded one.
     On a CPU, glibc is told to keep freed activations for reuse
@@ -110,7 +127,9 @@ def wrap_model(
     if dev.type == "cpu":
         tune_cpu_allocator()  # reuse freed activations instead of faulting pages in
     sam = sam.to(dev).eval()
-    model = SamModel(sam=sam, config=config, name=name, device=dev, plan=plan)
+    model = SamModel(
+        sam=sam, config=config, name=name, device=dev, plan=plan, _weights_hash=weights_hash
+    )
     # TinyViT (vit_t): batch norms folded, channels-last convolutions — outside the exact
     # mode; folded in fp32 before any bf16 conversion
     set_tiny_vit_fast_path(sam, plan.fold_tiny_vit)
@@ -146,9 +165,10 @@ def load_model(
     model_type: str | None = None
     if checkpoint is None and Path(name).suffix in {".pt", ".pth", ".ckpt"}:
         checkpoint, name = name, Path(name).name
+    digest: str | None = None  # the file's hash, when the download check computed it
     if checkpoint is None:
         info = weights.get_model_info(name)
-        checkpoint = weights.fetch_weights(info, cache_dir=cache_dir)
+        checkpoint, digest = weights.fetch_verified(info, cache_dir=cache_dir)
         # "custom" (the packaged demo): the architecture comes from the stored config
         model_type = info.model_type if info.model_type in CONFIGS else None
     elif name in CONFIGS:
@@ -157,4 +177,6 @@ def load_model(
         model_type = weights.get_model_info(name).model_type
         model_type = model_type if model_type in CONFIGS else None
     sam, config = load_sam_checkpoint(checkpoint, model_type)
-    return wrap_model(sam, config, name, device, precision)
+    # the weights are hashed once per load: the verified registry hash, else the file's
+    digest = digest or file_hash(checkpoint)
+    return wrap_model(sam, config, name, device, precision, weights_hash=digest)

@@ -23,7 +23,7 @@ from ..engine.decode.predictor import Predictor
 from ..engine.embedding import Embedding
 from ..engine.image import Normalization
 from ..engine.labels import next_free_id, paint_mask
-from ..engine.loader import SamModel
+from ..engine.loader import SamModel, short_hash
 from ..engine.progress import Progress, run_to_end
 from .provenance import PromptRound, Provenance, ProvenanceError, rle_decode
 
@@ -104,8 +104,9 @@ def _model(prov: Provenance, model: SamModel | None, device: str, checkpoint) ->
         )
     if info.get("weights_hash") and model.weights_hash != info["weights_hash"]:
         raise ProvenanceError(
-            f"model {model.name!r} has other weights ({model.weights_hash[:12]}) than the "
-            f"recorded {info['weights_hash'][:12]}: give the checkpoint the labels were made with"
+            f"model {model.name!r} has other weights ({short_hash(model.weights_hash)}) than the "
+            f"recorded {short_hash(info['weights_hash'])}: give the checkpoint the labels were "
+            "made with"
         )
     return model
 

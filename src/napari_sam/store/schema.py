@@ -21,7 +21,9 @@ import numpy as np
 import xxhash
 
 # 2: "store_id" (identity of one created store; salts the marker's chunk checksum)
-SCHEMA_VERSION = 2
+# 3: model.weights_hash of a model loaded from a file is the file's hash ("alg:hex"),
+#    no longer the state dict's: older stores are refused as a mismatch (never deleted)
+SCHEMA_VERSION = 3
 ATTRS_KEY = "napari_sam"
 KIND = "embeddings"
 FINGERPRINT_ALGORITHM = "xxh3_128(dtype|shape|C-order bytes of the slice)"
@@ -152,8 +154,12 @@ def _get(d: Mapping[str, Any], path: tuple[str, ...]) -> Any:
 
 
 def _short(v: Any) -> str:
+    """A value for a message; hex digests (``"alg:"`` prefixed or not) cut to 12 digits."""
     s = str(v)
-    return s[:12] if isinstance(v, str) and len(s) == 64 else (s if len(s) <= 60 else s[:57] + "…")
+    if isinstance(v, str) and re.fullmatch(r"([a-z0-9]+:)?[0-9a-f]{32,}", s):
+        alg, _, digest = s.rpartition(":")
+        return f"{alg}:{digest[:12]}" if alg else digest[:12]
+    return s if len(s) <= 60 else s[:57] + "…"
 
 
 def signature_diff(
