@@ -118,7 +118,11 @@ def fused_conv(
         return None
     pad, st = list(padding), list(stride)
     if residual is None:
-        return fn(x, w, b, pad, st, [1, 1], groups, act or "none", [], "none" if act else None)
+        y = fn(x, w, b, pad, st, [1, 1], groups, act or "none", [], "none" if act else None)
+        # oneDNN answers the stem's input (an (H, W, 3) image seen as (1, 3, H, W),
+        # batch stride 3) in NCHW: every later convolution then missed this path
+        # (measured: 26 of 27 for vit_t; the encoder 1.5× slower)
+        return y.contiguous(memory_format=torch.channels_last)
     other = residual.contiguous(memory_format=torch.channels_last)
     # oneDNN fuses the residual add, but not a unary post-op after it: GELU separately
     y = fn.binary(x, other, w, b, pad, st, [1, 1], groups, "add", None, None, [], None)
