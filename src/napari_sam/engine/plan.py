@@ -137,3 +137,24 @@ def resolve_plan(device: torch.device, precision: str = "auto") -> DecodePlan:
         fold_tiny_vit=not exact,
         cpu_class=cpu_class,
     )
+
+
+# slices per encoder call in precompute, for inputs up to this size (see precompute_batch)
+SMALL_INPUT = 512
+SMALL_INPUT_BATCH = 4
+
+
+def precompute_batch(plan: DecodePlan, image_size: int) -> int:
+    """Slices (or tiles) per encoder call when precomputing many: 1 in the exact mode
+    (every embedding bit-identical to one computed alone, as parity needs) and for
+    inputs above :data:`SMALL_INPUT` px (large inputs fill the cores with one slice:
+    vit_t at 1024² gave 0.71× / 0.64× the slices per second at 2 / 4 per call, its
+    activations then faulted in afresh each call; four 1024² vit_b slices would also
+    need ~3 GB of attention scratch);
+    :data:`SMALL_INPUT_BATCH` for small inputs — their matrix products are too small to
+    use a CPU well one slice at a time (the demo model, 256²: 1.57× the slices per second
+    at 4 per call on an AVX2 CPU, one thread; ``benchmarks/batched_embedding.py``,
+    docs/benchmarks.md)."""
+    if plan.exact or image_size > SMALL_INPUT:
+        return 1
+    return SMALL_INPUT_BATCH
