@@ -21,7 +21,6 @@ import argparse
 import resource
 import time
 
-import numpy as np
 import torch
 
 from napari_sam.engine.cpu import cpu_info

@@ -30,8 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from napari_sam.engine.cpu import cpu_info
-from napari_sam.engine.loader import wrap_model
 from napari_sam.engine.decode.predictor import Predictor
+from napari_sam.engine.loader import wrap_model
 from napari_sam.model.build import CONFIGS
 from napari_sam.model.checkpoint import sam_from_state_dict
 

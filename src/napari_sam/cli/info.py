@@ -51,7 +51,10 @@ def _plan(plan: dict | None) -> str:
     if not plan:
         return "-"
     where = f"CPU class {plan['cpu_class']}" if plan.get("cpu_class") else "GPU"
-    return f"{where}, precision {plan['requested']} → {plan['precision']}, attention {plan['attention']}"
+    return (
+        f"{where}, precision {plan['requested']} → {plan['precision']}, "
+        f"attention {plan['attention']}"
+    )
 
 
 def _shape(t: tuple) -> str:

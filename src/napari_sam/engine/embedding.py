@@ -72,7 +72,7 @@ class Encoder:
         return [
             Embedding(part.clone() if len(prepared) > 1 else part, original,
                       resized_shape(*original, size), self.model.weights_hash)
-            for part, (_, original) in zip(parts, prepared)
+            for part, (_, original) in zip(parts, prepared, strict=False)
         ]  # fmt: skip
 
 

@@ -256,12 +256,12 @@ class EmbeddingProvider:
         try:
             data = [self.read(k) for k in mine]
             if self._check is not None:
-                for key, pixels in zip(mine, data):
+                for key, pixels in zip(mine, data, strict=False):
                     self._check(key, pixels)
             embeddings = self._encoder.many(data)  # type: ignore[union-attr]
             with self._lock:
                 self.computed += len(mine)
-            for key, emb, pixels in zip(mine, embeddings, data):
+            for key, emb, pixels in zip(mine, embeddings, data, strict=False):
                 if self.store is not None:
                     self.store.put(key, emb, pixels)
                 self._remember(key, emb)
@@ -275,7 +275,7 @@ class EmbeddingProvider:
         with self._lock:
             for key in mine:
                 del self._pending[key]
-        for key, emb in zip(mine, embeddings):
+        for key, emb in zip(mine, embeddings, strict=False):
             futures[key].set_result(emb)
         for key in keys:
             if key not in futures:
