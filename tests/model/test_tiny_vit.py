@@ -332,3 +332,42 @@ def test_load_model_uses_the_fast_path_outside_the_exact_mode() -> None:
     torch.manual_seed(0)
     assert folded(wrap_model(build_sam(SMALL_SAM), SMALL_SAM, "t", "cpu", "fp32")) == {False}
     assert folded(wrap_model(build_sam(SMALL_SAM), SMALL_SAM, "t", "cpu", "auto")) == {True}
+
+
+def test_every_convolution_takes_the_fused_path(monkeypatch) -> None:
+    """Fast path on a CPU with oneDNN: every folded convolution, the stem's 3-channel one
+    included, runs as one fused oneDNN convolution — its output stays channels-last, so
+    the next convolution is fused too (a stem answered in NCHW once sent all 26 later
+    convolutions to the plain path, 1.5× slower)."""
+    from napari_sam.model import tiny_vit as tv
+
+    if not torch.backends.mkldnn.is_available():  # pragma: no cover - CPU builds have it
+        pytest.skip("no oneDNN in this torch build")
+    taken: list[bool] = []
+    real = tv.fused_conv
+
+    def spy(x, *args):
+        y = real(x, *args)
+        taken.append(y is not None)
+        if y is not None:
+            assert y.is_contiguous(memory_format=torch.channels_last)
+        return y
+
+    monkeypatch.setattr(tv, "fused_conv", spy)
+    torch.manual_seed(0)
+    ours = TinyViT(**SMALL).eval()
+    tv.set_fast_path(ours, True)
+    with torch.no_grad():
+        ours(torch.randn(1, 3, SMALL["img_size"], SMALL["img_size"]))
+    n_convs = sum(isinstance(m, tv.Conv2dBN) for m in ours.modules())
+    assert len(taken) == n_convs and all(taken)
+    # the stem on an image as the engine hands it over: an (H, W, 3) array seen as
+    # (1, 3, H, W) — channels-last, batch stride 3 — which oneDNN answered in NCHW
+    stem = tv.Conv2dBN(3, 32, 3, 2).eval()
+    stem.fold(True)
+    taken.clear()
+    x = torch.randn(256, 256, 3).permute(2, 0, 1)[None]
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        y = stem(x, act="gelu")
+    assert taken == [True] and y.is_contiguous(memory_format=torch.channels_last)

@@ -149,3 +149,46 @@ def test_precompute_writes_even_what_ram_holds(tmp_path, model):
     assert (0,) in p.ram_keys()
     list(p.precompute())
     assert p.store.missing() == []
+
+
+def test_precompute_batches_small_inputs_outside_the_exact_mode(monkeypatch, tmp_path):
+    """auto (not exact), a small model input: precompute encodes 4 slices per encoder
+    call (what benchmarks/batched_embedding.py measured faster) and stores embeddings
+    equal to one-by-one ones to float rounding; the exact mode keeps one slice per call,
+    bit-identical."""
+    from napari_sam.engine.plan import SMALL_INPUT_BATCH
+
+    from tiny import make_tiny
+
+    img = volume((6, 40, 50))
+    exact, auto = make_tiny(0), make_tiny(0, precision="auto")
+    batches = []
+    real = auto.encode
+    monkeypatch.setattr(auto, "encode", lambda x: batches.append(x.shape[0]) or real(x))
+    p = EmbeddingProvider(auto, img, store=tmp_path / "auto.zarr")
+    list(p.precompute())
+    assert batches == [SMALL_INPUT_BATCH, 6 - SMALL_INPUT_BATCH] and p.computed == 6
+    one = EmbeddingProvider(exact, img, store=tmp_path / "exact.zarr")
+    calls = counting(monkeypatch, exact)
+    list(one.precompute())
+    assert len(calls) == 6
+    for z in range(6):
+        single = Predictor(exact).compute_embedding(img[z]).features
+        assert torch.equal(one.store.get(z, img[z]).features, single.half().float())
+        stored = p.store.get(z, img[z]).features
+        assert torch.allclose(stored, single.half().float(), atol=2e-3, rtol=1e-2)
+    # a region that cannot be read fails the batch: nothing is left pending, nothing of
+    # that batch is marked complete, and a later run completes the store
+    failing = [(2,)]
+
+    def check(key, data):
+        if key in failing:
+            raise OSError("disk gone")
+
+    broken = EmbeddingProvider(auto, img, store=tmp_path / "broken.zarr", check=check)
+    with pytest.raises(OSError, match="disk gone"):
+        list(broken.precompute())
+    assert broken.store.missing() == [(k,) for k in range(6)]
+    failing.clear()  # the same provider again: no key stuck as "being computed"
+    list(broken.precompute())
+    assert broken.store.missing() == [] and broken.computed == 6

@@ -106,6 +106,10 @@ class ControlsBase(QWidget):
         self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
         self.precision_combo = QComboBox()
         self.precision_combo.addItems(["auto", "fp32", "bf16"])
+        self.model_hint = QLabel(wordWrap=True)
+        self.model_hint.setVisible(False)
+        self.model_combo.currentTextChanged.connect(self._update_model_hint)
+        self.device_combo.currentTextChanged.connect(self._update_model_hint)
         self.store_edit = QLineEdit(placeholderText="embedding store: default user cache")
         self.ram_only = QCheckBox("keep embeddings in RAM only (no zarr store)")
         self.prefetch_check = QCheckBox("prefetch neighbouring slices", checked=True)
@@ -127,6 +131,7 @@ class ControlsBase(QWidget):
         model_tab = QWidget()
         form = QFormLayout(model_tab)
         form.addRow("model", self.model_combo)
+        form.addRow(self.model_hint)
         form.addRow("", ck)
         form.addRow("device", self.device_combo)
         form.addRow("precision", self.precision_combo)
@@ -172,6 +177,7 @@ class ControlsBase(QWidget):
         self.precompute_row = self.job_row("precomputing embeddings", self.cancel_precompute)
         self.cancel_button = self.precompute_row.cancel_button
         self._fit_width()
+        self._update_model_hint()
 
     def add_tab(self, widget: QWidget, title: str) -> None:
         """A section of the panel (Propagate, Automatic)."""
@@ -183,6 +189,24 @@ class ControlsBase(QWidget):
         row = JobRow(title, cancel)
         self.jobs.addWidget(row)
         return row
+
+    def _update_model_hint(self, *_: object) -> None:
+        """Suggest vit_t (with the measured times) when the chosen model is a ViT that
+        would run on a CPU without native bfloat16 (:func:`~napari_sam.engine.expected
+        .vit_t_suggestion`); hidden otherwise. The user's choice is never changed."""
+        from .. import weights
+        from ..engine.cpu import cpu_info
+        from ..engine.device import resolve_device
+        from ..engine.expected import vit_t_suggestion
+
+        try:
+            model_type = weights.get_model_info(self.model_combo.currentText()).model_type
+            device = resolve_device(self.device_combo.currentText()).type
+        except ValueError:  # unknown name, a device not present here
+            model_type, device = "", ""
+        hint = vit_t_suggestion(model_type, device, cpu_info())
+        self.model_hint.setText(hint or "")
+        self.model_hint.setVisible(hint is not None)
 
     def _fit_width(self) -> None:
         """Only vertical scrolling: the scroll area is as wide as its content needs."""

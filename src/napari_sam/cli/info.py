@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
         ("source", info["source"] or "-"),
         ("model", f"{info['model']} (weights {short_hash(info['weights_hash'])})"),
         ("precision", info["precision"]),
+        ("made with", _plan(info["plan"])),
         ("image shape", _shape(info["image_shape"])),
         ("slice axes", f"{_shape(info['slice_axes'])} → {_shape(info['slice_shape'])} slices"),
         ("slice size", _shape(info["slice_size"]) + (" RGB" if info["rgb"] else "")),
@@ -44,6 +45,17 @@ def run(args: argparse.Namespace) -> int:
     for key, value in rows:
         print(f"{key + ':':15s}{value}")
     return 0
+
+
+def _plan(plan: dict | None) -> str:
+    """The creating model's decode plan in one line (stores before it was recorded: -)."""
+    if not plan:
+        return "-"
+    where = f"CPU class {plan['cpu_class']}" if plan.get("cpu_class") else "GPU"
+    return (
+        f"{where}, precision {plan['requested']} → {plan['precision']}, "
+        f"attention {plan['attention']}"
+    )
 
 
 def _shape(t: tuple) -> str:

@@ -9,6 +9,7 @@ automatic mask generator and the propagator take per slice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,10 +55,25 @@ class Encoder:
 
     def __call__(self, image: np.ndarray) -> Embedding:
         """Run the image encoder on a slice (the expensive step)."""
-        x, original = self.prepare_input(image)
-        features = self.model.encode(x)
-        input_size = resized_shape(*original, self.model.sam.image_size)
-        return Embedding(features, original, input_size, self.model.weights_hash)
+        return self.many([image])[0]
+
+    def many(self, images: Sequence[np.ndarray]) -> list[Embedding]:
+        """The slices' embeddings from ONE encoder call (a batch; slices of any sizes —
+        each is resized and padded to the model input). Outside the exact mode batching
+        changes results only by float rounding (matrix-product blocking); callers keep
+        one slice per call in the exact mode (:func:`~.plan.precompute_batch`)."""
+        if not images:
+            return []
+        prepared = [self.prepare_input(image) for image in images]
+        features = self.model.encode(torch.cat([x for x, _ in prepared]))
+        size = self.model.sam.image_size
+        # each embedding its own tensor (a view would keep the whole batch alive)
+        parts = features.split(1) if len(prepared) > 1 else (features,)
+        return [
+            Embedding(part.clone() if len(prepared) > 1 else part, original,
+                      resized_shape(*original, size), self.model.weights_hash)
+            for part, (_, original) in zip(parts, prepared, strict=False)
+        ]  # fmt: skip
 
 
 def for_model(embedding: Embedding, model: SamModel) -> Embedding:

@@ -1,5 +1,5 @@
 """The decode plan: which of the engine's paths a loaded model takes, decided in ONE place
-from (device, requested precision).
+from (device, requested precision, CPU class).
 
 The requested precision is ``"auto"``, ``"fp32"`` or ``"bf16"`` (:data:`.device.PRECISIONS`).
 ``"fp32"`` is the **exact** mode — parity with the official implementation, every step in
@@ -18,7 +18,19 @@ auto / bf16 → bf16, CPU      no        exact*    folded     bf16        fp32  
 auto / bf16 → bf16, GPU      no        sdpa      folded     bf16        fp32        blocks
 ============================ ========= ========= ========== =========== =========== ==========
 
-``exact*``: the materialised attention in bfloat16 (measured faster than sdpa on a CPU).
+``exact*``: the materialised attention in bfloat16 on CPUs of class ``avx512_bf16``
+(measured ~15 % faster than sdpa there) and wherever bf16 is forced on a CPU without
+native bfloat16; ``sdpa`` (PyTorch's fused flash attention, no materialised
+4096 × 4096 scores) on ``amx`` CPUs, whose bfloat16 matrix products are ~8× faster than
+fp32 so that the memory-bound materialised softmax dominates (expected, not yet measured
+on an AMX machine here — ``benchmarks/plan_choices.py`` measures both on the machine it
+runs on and says which this table should hold).
+
+The CPU class (:mod:`napari_sam.engine.cpu`; ``NAPARI_SAM_CPU_CLASS`` forces one) decides
+what ``"auto"`` resolves to (bf16 on ``amx`` / ``avx512_bf16``, fp32 elsewhere) and the
+bf16 attention above; every class's plan gives masks within the IoU bound of the exact
+mode on any CPU (tests/engine/test_plan_classes.py forces each one), only the speed
+differs.
 Outside the exact mode TinyViT (vit_t) also folds its batch norms (``fold_tiny_vit``).
 The prompt encoder and the official mask decoder always run in fp32; the automatic mask
 generator keeps an fp32 folded decoder (no faster for small decoders, and masks at its
@@ -31,11 +43,15 @@ explicit arguments still override it per object).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
 from .device import resolve_precision
+
+# the bf16 attention implementation per CPU class (see the module docstring)
+_CPU_BF16_ATTENTION = {"amx": "sdpa"}
 
 
 @dataclass(frozen=True)
@@ -51,7 +67,10 @@ class DecodePlan:
     amg_decoder_precision: the automatic mask generator's folded decoder dtype;
     upsampling: ``"dense"`` (the official full-size resize) or ``"blocks"`` (blockwise
     thresholding, equal to rounding) for the ``Predictor``'s fast path and automatic masks;
-    fold_tiny_vit: TinyViT's fast path (batch norms folded, channels-last convolutions).
+    fold_tiny_vit: TinyViT's fast path (batch norms folded, channels-last convolutions,
+    convolution + activation fused in oneDNN where available);
+    cpu_class: the CPU class the plan was chosen for (:data:`.cpu.CPU_CLASSES`), None
+    for a GPU / MPS device.
     """
 
     requested: str
@@ -63,26 +82,79 @@ class DecodePlan:
     amg_decoder_precision: str
     upsampling: str
     fold_tiny_vit: bool
+    cpu_class: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as plain JSON values (recorded in embedding stores' attributes)."""
+        return asdict(self)
+
+    def describe(self) -> str:
+        """Several lines, one choice each (``napari-sam models --info``)."""
+        mode = "exact (parity with the official code)" if self.exact else "fast"
+        rows = [
+            ("precision", f"{self.requested} -> {self.precision}, {mode}"),
+            ("cpu class", self.cpu_class or "- (not a CPU)"),
+            ("encoder attention", self.attention),
+            (
+                "click decoder",
+                f"folded, {self.decoder_precision}" if self.fast_decoder else "official, fp32",
+            ),
+            ("automatic-mask decoder", f"folded, {self.amg_decoder_precision}"),
+            ("mask upsampling", self.upsampling),
+            ("TinyViT (vit_t)", "folded, channels-last" if self.fold_tiny_vit else "reference"),
+        ]
+        return "\n".join(f"  {k:24s}{v}" for k, v in rows)
 
 
 def resolve_plan(device: torch.device, precision: str = "auto") -> DecodePlan:
     """The :class:`DecodePlan` for a model on ``device`` loaded with ``precision``
     (``"auto"`` | ``"fp32"`` | ``"bf16"``; ValueError otherwise, a warning for bf16 on a
-    CPU that only emulates it — :func:`~napari_sam.engine.device.resolve_precision`)."""
+    CPU that only emulates it — :func:`~napari_sam.engine.device.resolve_precision`).
+    On a CPU the plan depends on its class (:func:`~napari_sam.engine.cpu.cpu_info`)."""
+    from .cpu import cpu_info
+
     device = torch.device(device)
     concrete = resolve_precision(precision, device)
     exact = precision == "fp32"
-    # bf16 on a CPU: the materialised attention in a reused buffer measured ~15 % faster
-    # than sdpa with the rel-pos bias as mask (docs/benchmarks.md); GPUs use sdpa
-    fused = concrete == "bf16" and device.type != "cpu"
+    cpu_class = cpu_info().cpu_class if device.type == "cpu" else None
+    if concrete != "bf16":
+        attention = "exact"
+    elif cpu_class is None:
+        attention = "sdpa"  # GPUs: the fused kernel
+    else:
+        # bf16 on a CPU: the materialised attention in a reused buffer measured ~15 %
+        # faster than sdpa with the rel-pos bias as mask on avx512_bf16 (docs/benchmarks.md)
+        attention = _CPU_BF16_ATTENTION.get(cpu_class, "exact")
     return DecodePlan(
         requested=precision,
         precision=concrete,
         exact=exact,
-        attention="sdpa" if fused else "exact",
+        attention=attention,
         fast_decoder=not exact,
         decoder_precision="bf16" if concrete == "bf16" else "fp32",
         amg_decoder_precision="fp32",
         upsampling="dense" if exact else "blocks",
         fold_tiny_vit=not exact,
+        cpu_class=cpu_class,
     )
+
+
+# slices per encoder call in precompute, for inputs up to this size (see precompute_batch)
+SMALL_INPUT = 512
+SMALL_INPUT_BATCH = 4
+
+
+def precompute_batch(plan: DecodePlan, image_size: int) -> int:
+    """Slices (or tiles) per encoder call when precomputing many: 1 in the exact mode
+    (every embedding bit-identical to one computed alone, as parity needs) and for
+    inputs above :data:`SMALL_INPUT` px (large inputs fill the cores with one slice:
+    vit_t at 1024² gave 0.71× / 0.64× the slices per second at 2 / 4 per call, its
+    activations then faulted in afresh each call; four 1024² vit_b slices would also
+    need ~3 GB of attention scratch);
+    :data:`SMALL_INPUT_BATCH` for small inputs — their matrix products are too small to
+    use a CPU well one slice at a time (the demo model, 256²: 1.57× the slices per second
+    at 4 per call on an AVX2 CPU, one thread; ``benchmarks/batched_embedding.py``,
+    docs/benchmarks.md)."""
+    if plan.exact or image_size > SMALL_INPUT:
+        return 1
+    return SMALL_INPUT_BATCH

@@ -209,6 +209,7 @@ def summarize(attrs: dict[str, Any], n_complete: int, n_damaged: int = 0) -> dic
         "model": attrs["model"]["name"],
         "weights_hash": attrs["model"]["weights_hash"],
         "precision": attrs["model"]["precision"],
+        "plan": attrs["model"].get("plan"),
         "image_shape": layout.shape,
         "slice_axes": layout.slice_axes,
         "slice_shape": layout.slice_shape,

@@ -237,6 +237,50 @@ class EmbeddingProvider:
         return emb
 
     # ------------------------------------------------------------------ many regions
+    def _batch(self) -> int:
+        """Regions per encoder call in precompute (:func:`~napari_sam.engine.plan
+        .precompute_batch`; 1 without a loaded model)."""
+        from ..engine.plan import precompute_batch
+
+        if self._encoder is None:
+            return 1
+        return precompute_batch(self.model.plan, int(self.model.sam.image_size))
+
+    def _compute_many(self, keys: list[RegionKey]) -> None:
+        """Encode ``keys`` in ONE encoder call and write them to the store (kept in RAM
+        without one). Keys another thread is computing are waited for instead; a failure
+        reaches every thread waiting for these keys."""
+        with self._lock:
+            mine = [k for k in keys if k not in self._pending]
+            futures = {k: self._pending.setdefault(k, Future()) for k in mine}
+        try:
+            data = [self.read(k) for k in mine]
+            if self._check is not None:
+                for key, pixels in zip(mine, data, strict=False):
+                    self._check(key, pixels)
+            embeddings = self._encoder.many(data)  # type: ignore[union-attr]
+            with self._lock:
+                self.computed += len(mine)
+            for key, emb, pixels in zip(mine, embeddings, data, strict=False):
+                if self.store is not None:
+                    self.store.put(key, emb, pixels)
+                self._remember(key, emb)
+        except BaseException as err:
+            with self._lock:
+                for key in mine:
+                    self._pending.pop(key, None)
+            for future in futures.values():
+                future.set_exception(err)
+            raise
+        with self._lock:
+            for key in mine:
+                del self._pending[key]
+        for key, emb in zip(mine, embeddings, strict=False):
+            futures[key].set_result(emb)
+        for key in keys:
+            if key not in futures:
+                self._get(key, None, use_ram=True)  # another thread's: wait for it
+
     def keys(self, keys: Iterable[Iterable[int]] | None = None) -> list[RegionKey]:
         """``keys`` checked (default: every region of the image)."""
         every = self.layout.region_keys() if keys is None else keys
@@ -295,10 +339,15 @@ class EmbeddingProvider:
         if not todo:
             return
         if scheduler is None and client is None:
-            for key in todo:
-                self._get(key, None, use_ram=store is None)
-                done += 1
-                yield Progress(done, total, f"slice {key}")
+            batch = self._batch()
+            for start in range(0, len(todo), batch):
+                keys = todo[start : start + batch]
+                if len(keys) == 1:
+                    self._get(keys[0], None, use_ram=store is None)
+                else:
+                    self._compute_many(keys)
+                done += len(keys)
+                yield Progress(done, total, f"slice {keys[-1]}")
             return
         if store is None:
             raise ValueError("a Dask precompute needs a store the workers can write to")

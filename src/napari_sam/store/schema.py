@@ -14,7 +14,7 @@ import re
 import struct
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,9 @@ class ModelSignature:
     concrete encoder precision (``"fp32"`` / ``"bf16"``: bf16 embeddings are not served to
     an fp32 user); ``config`` is the architecture; ``transform`` the resize / pixel
     normalisation the engine applies before the encoder. ``embedding_shape`` is (C, h, w).
+    ``plan`` is the creating model's decode plan (:meth:`~napari_sam.engine.plan.DecodePlan
+    .to_dict`: CPU class, attention, …) — recorded for the user, never compared (a store
+    filled on one machine serves another with the same weights and precision).
     """
 
     name: str
@@ -46,6 +49,7 @@ class ModelSignature:
     config: Mapping[str, Any]
     transform: Mapping[str, Any]
     embedding_shape: tuple[int, int, int]
+    plan: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, model: Any) -> ModelSignature:
@@ -66,6 +70,7 @@ class ModelSignature:
             config=_plain(model.config.to_dict()),
             transform=transform,
             embedding_shape=(int(model.config.prompt_embed_dim), *grid),
+            plan=_plain(model.plan.to_dict()) if getattr(model, "plan", None) else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,6 +81,7 @@ class ModelSignature:
             "config": _plain(self.config),
             "transform": _plain(self.transform),
             "embedding_shape": list(self.embedding_shape),
+            "plan": _plain(self.plan),
         }
 
     @classmethod
@@ -87,6 +93,7 @@ class ModelSignature:
             config=dict(d["config"]),
             transform=dict(d["transform"]),
             embedding_shape=tuple(int(v) for v in d["embedding_shape"]),  # type: ignore[arg-type]
+            plan=d.get("plan"),
         )
 
 
