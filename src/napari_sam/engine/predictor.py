@@ -97,18 +97,36 @@ class Predictor:
         self._upsamplers = MaskUpsamplers(model.sam.image_size, model.device)
 
     # ---------------------------------------------------------------- image / embedding
-    def prepare_input(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Slice → preprocessed model input (1, 3, S, S) on the device, and its (H, W)."""
+    def prepare_input(
+        self, image: np.ndarray, resize: bool = True
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Slice → preprocessed model input (1, 3, S, S) on the device, and its (H, W).
+
+        resize=False: a region no larger than the model input (a tile, docs/tiling.md)
+        is only zero-padded, at native resolution."""
         rgb = to_uint8_rgb(image, self.normalization)
-        resized = resize_rgb(rgb, self.model.sam.image_size)
-        x = torch.as_tensor(resized, device=self.model.device).permute(2, 0, 1)[None]
+        size = self.model.sam.image_size
+        if resize:
+            rgb_in = resize_rgb(rgb, size)
+        elif max(rgb.shape[:2]) > size:
+            raise ValueError(
+                f"a region of {rgb.shape[:2]} px does not fit the model input of {size} px "
+                "without resizing"
+            )
+        else:
+            rgb_in = rgb
+        x = torch.as_tensor(rgb_in, device=self.model.device).permute(2, 0, 1)[None]
         return self.model.sam.preprocess(x.float()), (rgb.shape[0], rgb.shape[1])
 
-    def compute_embedding(self, image: np.ndarray) -> Embedding:
-        """Run the image encoder on a slice (the expensive step) without changing state."""
-        x, original = self.prepare_input(image)
+    def compute_embedding(self, image: np.ndarray, resize: bool = True) -> Embedding:
+        """Run the image encoder on a slice (the expensive step) without changing state.
+
+        resize=False: embed a region (H, W ≤ the model input) at native resolution,
+        zero-padded (a tile of a large plane); its input size is its own size."""
+        x, original = self.prepare_input(image, resize)
         features = self.model.encode(x)
-        input_size = resized_shape(*original, self.model.sam.image_size)
+        size = self.model.sam.image_size
+        input_size = resized_shape(*original, size) if resize else original
         return Embedding(features, original, input_size, self.model.weights_hash)
 
     def set_image(self, image: np.ndarray) -> Embedding:
