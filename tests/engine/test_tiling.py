@@ -93,3 +93,18 @@ def test_a_tile_is_embedded_at_native_resolution(tiny_model):
     assert r.masks.shape == (3, 40, 50)
     with pytest.raises(ValueError, match="does not fit the model input"):
         p.compute_embedding(np.zeros((65, 10), np.uint8), resize=False)
+
+
+def test_outer_regions_at_the_plane_border_move_inwards_instead_of_being_cut():
+    """Every tile embeds a full (th + 2 hh, tw + 2 hw) window when the plane is that
+    large: at the border the window shifts inwards (a zero-padded tile segments worse,
+    docs/tiling.md); smaller only along an axis where the plane is smaller."""
+    g = TileGrid((700, 300), (150, 170), (40, 30))
+    for t in g.tiles():
+        r0, c0, r1, c1 = g.outer(t)
+        assert (r1 - r0, c1 - c0) == (230, 230)
+    assert g.outer((0, 0)) == (0, 0, 230, 230)
+    assert g.outer((4, 1)) == (470, 70, 700, 300)  # last (100 × 130 px) inner tile
+    assert g.outer((2, 0)) == (260, 0, 490, 230)  # interior row: inner grown by the halo
+    small = TileGrid((200, 1000), (150, 170), (40, 30))
+    assert small.outer((1, 2)) == (0, 310, 200, 540)  # the plane is only 200 rows

@@ -3,11 +3,12 @@
 SAM sees one fixed square input (``image_size``: 1024 px for ViT-B/L/H and vit_t, 256 px
 for the demo model). A plane larger than that is covered by a grid of *inner tiles*
 (``tile`` = (th, tw) pixels, the last row / column smaller) that partition the plane;
-each is embedded together with a *halo* of ``halo`` = (hh, hw) pixels on every side
-(clipped at the plane's border), so the embedded *outer* region is at most
-(th + 2 hh, tw + 2 hw) ≤ (image_size, image_size) and is never resized: it is normalised
-and zero-padded bottom / right to the model input, like the official transform pads a
-slice whose longest side already equals the input size.
+each is embedded together with a *halo* of ``halo`` = (hh, hw) pixels on every side,
+so the embedded *outer* region is (th + 2 hh, tw + 2 hw) ≤ (image_size, image_size)
+(at the plane's border the window moves inwards instead of being cut; it is smaller
+only when the plane is) and is never resized: it is normalised and zero-padded bottom /
+right to the model input, like the official transform pads a slice whose longest side
+already equals the input size.
 
 A prompt is answered on the tile whose inner region contains it (a box: the tile whose
 outer region contains it, preferring the tile whose inner region contains its centre),
@@ -126,10 +127,18 @@ class TileGrid:
         return i * th, j * tw, min((i + 1) * th, h), min((j + 1) * tw, w)
 
     def outer(self, tile: Sequence[int]) -> Region:
-        """The embedded pixels: the inner region grown by the halo, clipped."""
+        """The embedded pixels: a window of (th + 2 hh, tw + 2 hw) pixels (at most the
+        plane) centred on the inner region and shifted to lie inside the plane. Inside
+        the plane that is the inner region grown by the halo; at the plane's border the
+        window is not cut but moved inwards (the halo on the inner side grows), so every
+        tile fills the model input when the plane is large enough — a zero-padded tile
+        costs the same encoder time and segments worse (measured: docs/tiling.md)."""
         r0, c0, r1, c1 = self.inner(tile)
-        (hh, hw), (h, w) = self.halo, self.plane
-        return max(r0 - hh, 0), max(c0 - hw, 0), min(r1 + hh, h), min(c1 + hw, w)
+        (th, tw), (hh, hw), (h, w) = self.tile, self.halo, self.plane
+        oh, ow = min(th + 2 * hh, h), min(tw + 2 * hw, w)
+        a = min(max((r0 + r1 - oh) // 2, 0), h - oh)
+        b = min(max((c0 + c1 - ow) // 2, 0), w - ow)
+        return a, b, a + oh, b + ow
 
     def tile_at(self, row: float, col: float) -> Tile:
         """The tile whose inner region contains the pixel (row, col) (napari pixel
