@@ -13,24 +13,25 @@ its cache), and optionally ``read(tile)``, the outer region's pixels (only neede
     TiledAmg(amg, grid, embedding, out=zarr_labels, tiles=grid.tiles_in(region))
 
 **Merge rule** (measured in docs/tiling.md, ``benchmarks/tiled_amg.py``). Tiles are
-segmented one after the other (row-major, or the order of ``tiles``); each runs the
-2D generator on its whole outer region (inner tile + halo), so an object near an
-inner border is seen whole. A tile *keeps* the objects of its label image whose
-bounding-box centre lies in its inner region grown by ``tolerance`` pixels
-(``keep="centre"``; the inner regions partition the plane, so an object is kept by the
-tile it is centred in, and by a neighbour too when its centre lies within
-``tolerance`` of their border — two views of one nucleus may place its centre a pixel
-apart, and without the tolerance neither tile would keep it) and that do not touch a cut edge of its outer region (an edge inside the plane: such
-a mask is a truncated view of an object centred in the halo; the tile that owns it sees
-it whole). The kept objects are written into the plane's labels over the outer region
-with :func:`~.labels.merge_new_objects` (never over pixels already labelled, by an
-earlier tile or by the caller; a near-duplicate of an object written by a neighbour is
-only a rim / small part of it there and is dropped by the generator's
-:class:`~.labels.RimRule`; ``min_object_area`` applies to what is left). New ids are
-consecutive from ``first_id`` in tile order, then the generator's paint priority.
-Alternatives (measured worse, kept for the benchmark): ``keep="centre-with-cut"`` also
-keeps masks touching a cut edge; ``keep="touch"`` keeps every object meeting the inner
-region (duplicates then rely on the rim rule alone).
+segmented one after the other (row-major, or the order of ``tiles``); each runs the 2D
+generator on its whole outer region (inner tile + halo), so an object near an inner
+border is seen whole. A tile *keeps* the objects of its label image whose bounding-box
+centre lies in its inner region grown by ``tolerance`` pixels (``keep="centre"``; the
+inner regions partition the plane, so an object is kept by the tile it is centred in,
+and by a neighbour too when its centre lies within ``tolerance`` of their border — two
+views of one nucleus may place its centre a pixel apart, and without the tolerance
+neither tile would keep it) and that do not touch a cut edge of its outer region (an
+edge inside the plane: such a mask is a truncated view of an object centred in the halo;
+the tile that owns it sees it whole). The kept objects are written into the plane's
+labels over the outer region with :func:`~.labels.merge_new_objects` (never over pixels
+already labelled, by an earlier tile or by the caller; a near-duplicate of an object
+written by a neighbour is only a rim / small part of it there and is dropped by the
+generator's :class:`~.labels.RimRule`; ``min_object_area`` applies to what is left). New
+ids are consecutive from ``first_id`` in tile order, then the generator's paint
+priority. Alternatives (kept for the benchmark): ``keep="centre-with-cut"`` also keeps
+masks touching a cut edge (the same result on the 2048² benchmark: with a full halo such
+masks are rare); ``keep="touch"`` keeps every object meeting the inner region
+(duplicates then rely on the rim rule alone; more split nuclei).
 
 Volumes (:class:`TiledVolumeAmg`): every slice is segmented by tiles into a plane, then
 linked to the slice before by the rule of :mod:`.amg_volume` (the linking holds two
