@@ -11,10 +11,12 @@ truth (``object_f1``); recall (IoU > 0.5) of the true nuclei crossing an inner t
 border and of the others (seamless tiling: the same); true nuclei overlapped by more
 than one predicted object at IoU > 0.2 ("split": duplicates or cut objects).
 ``--untiled`` adds the whole plane resized into the model input (what happens without
-tiles). Usage::
+tiles). ``--clipped`` adds, per halo, the tiles of the plane's border with their outer
+region cut at the border (smaller than the model input, zero-padded) instead of moved
+inwards (``TileGrid.outer``); the other tiles' results are reused. Usage::
 
     python benchmarks/tiled_amg.py [--size 2048] [--seed 7] [--halo 16 32 48]
-        [--keep centre centre-with-cut touch] [--tolerance 0 2 4 8] [--untiled]
+        [--keep centre centre-with-cut touch] [--tolerance 0 2 4 8] [--untiled] [--clipped]
         [--threads 1] [--contrast tile|plane] [--param points_per_side=16]
 
 Prints a Markdown table (CPU, fp32).
@@ -36,6 +38,16 @@ from napari_sam.engine.predictor import Predictor
 from napari_sam.engine.tiled_amg import DEFAULT_TOLERANCE, TiledAmg
 from napari_sam.engine.tiling import TileGrid
 from napari_sam.synthetic import nuclei_large
+
+
+class ClippedGrid(TileGrid):
+    """The grid with outer regions cut at the plane's border (inner region + halo,
+    clipped): the alternative to moving the window inwards."""
+
+    def outer(self, tile):
+        r0, c0, r1, c1 = self.inner(tile)
+        (hh, hw), (h, w) = self.halo, self.plane
+        return max(r0 - hh, 0), max(c0 - hw, 0), min(r1 + hh, h), min(c1 + hw, w)
 
 
 def border_counts(labels: np.ndarray, truth: np.ndarray, grid: TileGrid) -> tuple[str, str, int]:
@@ -78,6 +90,7 @@ def main() -> None:
     ap.add_argument("--keep", nargs="+", default=["centre"])
     ap.add_argument("--tolerance", type=float, nargs="+", default=[DEFAULT_TOLERANCE])
     ap.add_argument("--untiled", action="store_true")
+    ap.add_argument("--clipped", action="store_true")
     ap.add_argument("--contrast", choices=("tile", "plane"), default="tile")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--param", action="append", default=[])
@@ -121,24 +134,40 @@ def main() -> None:
             emb = p.compute_embedding(grid.read(image, tile), resize=False)
             results[tile] = amg.generate(emb)
         dt = time.perf_counter() - t
-        for keep in args.keep:
-            for tol in args.tolerance if keep != "touch" else [0.0]:
-                run = TiledAmg(amg, grid, lambda tile: None, keep=keep, tolerance=tol)
-                tm = time.perf_counter()
-                for tile, result in results.items():
-                    run.add_tile(tile, result)
-                tm = time.perf_counter() - tm
-                labels = run.labels
-                tp, npred, ntrue = object_f1(labels, truth)
-                border, other, split = border_counts(labels, truth, grid)
-                rule = keep if keep == "touch" else f"{keep}, tolerance {tol:g}"
-                print(
-                    f"| halo {halo}, tile {grid.tile[0]}, {rule} | {grid.n_tiles} | "
-                    f"{dt:.1f} + {tm:.1f} | {npred} | "
-                    f"{2 * tp / (npred + ntrue):.3f} ({tp}/{npred}/{ntrue}) "
-                    f"| {border} | {other} | {split} |",
-                    flush=True,
-                )
+        runs = [("", grid, results, dt)]
+        if args.clipped:
+            cgrid = ClippedGrid(grid.plane, grid.tile, grid.halo)
+            t = time.perf_counter()
+            cresults = dict(results)
+            for tile in grid.tiles():
+                if cgrid.outer(tile) != grid.outer(tile):
+                    emb = p.compute_embedding(cgrid.read(image, tile), resize=False)
+                    cresults[tile] = amg.generate(emb)
+            runs.append((" (border tiles clipped)", cgrid, cresults, time.perf_counter() - t))
+        for label, g, res, seconds in runs:
+            report(label, g, res, seconds, amg, truth, args, halo)
+
+
+def report(label, grid, results, dt, amg, truth, args, halo) -> None:
+    """Merge one set of tile results by every rule; print a row each."""
+    for keep in args.keep:
+        for tol in args.tolerance if keep != "touch" else [0.0]:
+            run = TiledAmg(amg, grid, lambda tile: None, keep=keep, tolerance=tol)
+            tm = time.perf_counter()
+            for tile, result in results.items():
+                run.add_tile(tile, result)
+            tm = time.perf_counter() - tm
+            labels = run.labels
+            tp, npred, ntrue = object_f1(labels, truth)
+            border, other, split = border_counts(labels, truth, grid)
+            rule = keep if keep == "touch" else f"{keep}, tolerance {tol:g}"
+            print(
+                f"| halo {halo}, tile {grid.tile[0]}, {rule}{label} | {grid.n_tiles} | "
+                f"{dt:.1f} + {tm:.1f} | {npred} | "
+                f"{2 * tp / (npred + ntrue):.3f} ({tp}/{npred}/{ntrue}) "
+                f"| {border} | {other} | {split} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
