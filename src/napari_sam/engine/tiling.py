@@ -41,7 +41,8 @@ class TileGrid:
     """Overlapping tiles over a plane of ``plane`` = (H, W) pixels.
 
     tile: (th, tw) inner tile size (the grid step); halo: (hh, hw) context added on
-    every side of an inner tile before it is embedded (clipped at the border).
+    every side of an inner tile before it is embedded (at the plane's border the window
+    moves inwards instead: :meth:`outer`).
     """
 
     plane: tuple[int, int]
