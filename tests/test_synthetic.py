@@ -157,3 +157,65 @@ def test_varied_bad_arguments() -> None:
     ]:
         with pytest.raises(ValueError, match=match):
             nuclei_2d_varied((32, 32), **kw)
+
+
+# ----------------------------------------------------------------- large planes
+
+
+def test_large_plane_regions_blocks_and_out_agree() -> None:
+    """nuclei_large renders 512-px blocks: the whole plane, any region of it and a
+    block-by-block write into an array-like are the same pixels; nuclei across block
+    borders are one connected object each; seeded."""
+    from napari_sam.synthetic import nuclei_large
+    from napari_sam.synthetic_large import LargeNuclei
+
+    shape = (700, 1100)  # 2 × 3 blocks, the last ones partial
+    img, lab = nuclei_large(shape, (8, 40), seed=5)
+    assert img.shape == lab.shape == shape and img.dtype == np.uint16
+    assert lab.dtype == np.int32
+    again = nuclei_large(shape, (8, 40), seed=5)
+    assert np.array_equal(img, again[0]) and np.array_equal(lab, again[1])
+    assert not np.array_equal(img, nuclei_large(shape, (8, 40), seed=6)[0])
+    region = LargeNuclei(shape, (8, 40), 5).region(300, 400, 650, 1030)
+    assert np.array_equal(region[0], img[300:650, 400:1030])
+    assert np.array_equal(region[1], lab[300:650, 400:1030])
+    out = (np.zeros(shape, np.uint16), np.zeros(shape, np.int32))
+    assert nuclei_large(shape, (8, 40), seed=5, out=out) is out
+    assert np.array_equal(out[0], img) and np.array_equal(out[1], lab)
+    ids = np.unique(lab[lab > 0])
+    assert np.array_equal(ids, np.arange(1, ids.max() + 1)) and len(ids) > 200
+    across = set(lab[511][(lab[511] == lab[512]) & (lab[512] > 0)].tolist())
+    across |= set(lab[:, 511][(lab[:, 511] == lab[:, 512]) & (lab[:, 512] > 0)].tolist())
+    assert len(across) >= 3
+    for k in across:  # one connected object with the same id on both sides
+        assert ndi.label(lab == k)[1] == 1
+    # equivalent diameters within the range (nuclei cut by the plane's edge excepted)
+    inner = lab[40:-40, 40:-40]
+    edge = np.unique(
+        np.concatenate(
+            [lab[:40].ravel(), lab[-40:].ravel(), lab[:, :40].ravel(), lab[:, -40:].ravel()]
+        )
+    )
+    area = np.bincount(lab.ravel())
+    whole = np.setdiff1d(np.unique(inner[inner > 0]), edge)
+    d = 2 * np.sqrt(area[whole] / np.pi)
+    assert d.min() >= 8 * 0.8 and d.max() <= 40 * 1.1
+    # nuclei brighter than the background
+    assert img[ndi.binary_erosion(lab > 0, iterations=2)].mean() > 1.5 * img[lab == 0].mean()
+
+
+def test_large_plane_fixed_nuclei_dtype_and_bad_arguments() -> None:
+    from napari_sam.synthetic import nuclei_large
+
+    fixed = [(256, 511.5, 30), (100, 100, 12)]
+    img, lab = nuclei_large((512, 1024), (8, 20), seed=1, dtype="uint8", fixed=fixed)
+    assert img.dtype == np.uint8
+    for r, c, d in fixed:
+        k = lab[int(r), int(c)]
+        assert k > 0 and abs((lab == k).sum() - np.pi * d * d / 4) < 0.15 * np.pi * d * d / 4
+    with pytest.raises(ValueError, match="dtype"):
+        nuclei_large((64, 64), dtype="float32")
+    with pytest.raises(ValueError, match="diameter_range"):
+        nuclei_large((64, 64), (30, 10))
+    with pytest.raises(ValueError, match="cover"):
+        nuclei_large((64, 64), cover=1.5)

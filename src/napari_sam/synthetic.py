@@ -17,7 +17,14 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["VARIANTS", "make_dataset", "nuclei_2d", "nuclei_2d_varied", "nuclei_3d"]
+__all__ = [
+    "VARIANTS",
+    "make_dataset",
+    "nuclei_2d",
+    "nuclei_2d_varied",
+    "nuclei_3d",
+    "nuclei_large",
+]
 
 
 def nuclei_2d(
@@ -94,6 +101,39 @@ def make_dataset(
         make(shape, seed=int(c.generate_state(1)[0]), **kwargs)  # type: ignore[arg-type]
         for c in children
     ]
+
+
+def nuclei_large(
+    shape: tuple[int, int] = (2048, 2048),
+    diameter_range: tuple[float, float] = (8.0, 40.0),
+    seed: int = 0,
+    dtype: str | np.dtype = "uint16",
+    *,
+    out: tuple[object, object] | None = None,
+    **kwargs: object,
+) -> tuple[np.ndarray, np.ndarray] | tuple[object, object]:
+    """A large 2D plane of nuclei (H, W) of ``dtype`` and its instance labels (H, W)
+    int32, rendered block by block (:mod:`napari_sam.synthetic_large`), so planes of
+    any size (e.g. 20000² into zarr) never need a whole-plane array.
+
+    diameter_range: (min, max) of each nucleus' equivalent-circle diameter in pixels
+    (uniform); elongation (major / minor axis) uniform in [1, ``elongation``].
+    out: (image, labels) array-likes of the plane's shape (e.g. zarr arrays) to write
+    into block by block (returned); None: numpy arrays. kwargs: ``cover`` (target
+    fraction of the area covered, default 0.3), ``elongation`` (1.4), ``max_overlap``
+    (0.1), ``blur`` (1.0), ``photons`` (60), ``read_noise`` (2), as :func:`nuclei_2d`;
+    ``fixed``: round nuclei (row, col, diameter) placed first (e.g. on tile borders).
+    Seeded and deterministic; a region can be rendered alone with
+    ``LargeNuclei(...).region(r0, c0, r1, c1)``.
+    """
+    from .synthetic_large import LargeNuclei
+
+    scene = LargeNuclei(shape, diameter_range, seed, dtype, **kwargs)  # type: ignore[arg-type]
+    if out is None:
+        return scene.region(0, 0, *scene.shape)
+    for _ in scene.write(*out):
+        pass
+    return out
 
 
 # Named settings of :func:`nuclei_2d_varied` (benchmarks/amg_junk.py, tests): images

@@ -45,34 +45,52 @@ class Encoder:
         self.model = model
         self.normalization = normalization or Normalization()
 
-    def prepare_input(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+    def prepare_input(
+        self, image: np.ndarray, resize: bool = True
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
         """Slice (H, W) / (H, W, 3|4) of any dtype → preprocessed model input
-        (1, 3, S, S) on the model's device, and the slice's (H, W)."""
+        (1, 3, S, S) on the model's device, and the slice's (H, W).
+
+        resize=False: a region no larger than the model input (a tile, docs/tiling.md)
+        is only zero-padded, at native resolution (ValueError when it does not fit)."""
         rgb = to_uint8_rgb(image, self.normalization)
-        resized = resize_rgb(rgb, self.model.sam.image_size)
-        x = torch.as_tensor(resized, device=self.model.device).permute(2, 0, 1)[None]
+        size = self.model.sam.image_size
+        if resize:
+            rgb_in = resize_rgb(rgb, size)
+        elif max(rgb.shape[:2]) > size:
+            raise ValueError(
+                f"a region of {rgb.shape[:2]} px does not fit the model input of {size} px "
+                "without resizing"
+            )
+        else:
+            rgb_in = rgb
+        x = torch.as_tensor(rgb_in, device=self.model.device).permute(2, 0, 1)[None]
         return self.model.sam.preprocess(x.float()), (rgb.shape[0], rgb.shape[1])
 
-    def __call__(self, image: np.ndarray) -> Embedding:
-        """Run the image encoder on a slice (the expensive step)."""
-        return self.many([image])[0]
+    def __call__(self, image: np.ndarray, resize: bool = True) -> Embedding:
+        """Run the image encoder on a slice (the expensive step); resize: see
+        :meth:`prepare_input` (False: a tile at native resolution, its input size is
+        its own size)."""
+        return self.many([image], resize)[0]
 
-    def many(self, images: Sequence[np.ndarray]) -> list[Embedding]:
+    def many(self, images: Sequence[np.ndarray], resize: bool = True) -> list[Embedding]:
         """The slices' embeddings from ONE encoder call (a batch; slices of any sizes —
-        each is resized and padded to the model input). Outside the exact mode batching
-        changes results only by float rounding (matrix-product blocking); callers keep
-        one slice per call in the exact mode (:func:`~.plan.precompute_batch`)."""
+        each is resized (or, resize=False, only padded) to the model input). Outside the
+        exact mode batching changes results only by float rounding (matrix-product
+        blocking); callers keep one slice per call in the exact mode
+        (:func:`~.plan.precompute_batch`)."""
         if not images:
             return []
-        prepared = [self.prepare_input(image) for image in images]
+        prepared = [self.prepare_input(image, resize) for image in images]
         features = self.model.encode(torch.cat([x for x, _ in prepared]))
         size = self.model.sam.image_size
         # each embedding its own tensor (a view would keep the whole batch alive)
         parts = features.split(1) if len(prepared) > 1 else (features,)
         return [
             Embedding(part.clone() if len(prepared) > 1 else part, original,
-                      resized_shape(*original, size), self.model.weights_hash)
-            for part, (_, original) in zip(parts, prepared, strict=False)
+                      resized_shape(*original, size) if resize else original,
+                      self.model.weights_hash)
+            for part, (_, original) in zip(parts, prepared, strict=True)
         ]  # fmt: skip
 
 

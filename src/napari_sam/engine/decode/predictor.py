@@ -83,13 +83,19 @@ class Predictor:
         self._upsamplers = MaskUpsamplers(model.sam.image_size, model.device)
 
     # ---------------------------------------------------------------- image / embedding
-    def prepare_input(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Slice → preprocessed model input (1, 3, S, S) on the device, and its (H, W)."""
-        return self._encoder.prepare_input(image)
+    def prepare_input(
+        self, image: np.ndarray, resize: bool = True
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Slice → preprocessed model input (1, 3, S, S) on the device, and its (H, W);
+        resize=False: a region ≤ the model input only zero-padded (a tile)."""
+        return self._encoder.prepare_input(image, resize)
 
-    def compute_embedding(self, image: np.ndarray) -> Embedding:
-        """Run the image encoder on a slice (the expensive step) without changing state."""
-        return self._encoder(image)
+    def compute_embedding(self, image: np.ndarray, resize: bool = True) -> Embedding:
+        """Run the image encoder on a slice (the expensive step) without changing state.
+
+        resize=False: embed a region (H, W ≤ the model input) at native resolution,
+        zero-padded (a tile of a large plane); its input size is its own size."""
+        return self._encoder(image, resize)
 
     def set_image(self, image: np.ndarray) -> Embedding:
         """Encode a 2D slice (H, W) gray or (H, W, 3) RGB and make it current."""
