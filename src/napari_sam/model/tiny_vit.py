@@ -64,16 +64,65 @@ class Conv2dBN(nn.Sequential):
             bias = (bn.bias - bn.running_mean * scale).to(self.c.weight.dtype)
         self._folded = (weight.detach(), bias.detach())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, in_chans, H, W) → (B, out_chans, H / stride, W / stride)."""
+    def forward(
+        self, x: torch.Tensor, act: str | None = None, residual: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x: (B, in_chans, H, W) → (B, out_chans, H / stride, W / stride).
+
+        ``residual`` (same shape as the output) is added after the batch norm, then
+        ``act`` (``"gelu"``) is applied: ``act(bn(conv(x)) + residual)``. Folded, on a
+        channels-last CPU tensor, the three run as one oneDNN convolution with fused
+        post-ops (:func:`fused_conv`) — one pass over the activations instead of three."""
         if self._folded is not None:
             c = self.c
-            w, b = self._folded
-            return F.conv2d(x, w.to(x.dtype), b.to(x.dtype), c.stride, c.padding, 1, c.groups)
-        bn = self.bn
-        return F.batch_norm(
-            self.c(x), bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps
-        )
+            w, b = (t.to(x.dtype) for t in self._folded)
+            y = fused_conv(x, w, b, c.padding, c.stride, c.groups, act, residual)
+            if y is not None:
+                return y
+            y = F.conv2d(x, w, b, c.stride, c.padding, 1, c.groups)
+        else:
+            bn = self.bn
+            y = F.batch_norm(
+                self.c(x), bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps
+            )
+        if residual is not None:
+            y = residual + y
+        return y if act is None else F.gelu(y)
+
+
+def fused_conv(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor,
+    padding: Any,
+    stride: Any,
+    groups: int,
+    act: str | None,
+    residual: torch.Tensor | None,
+) -> torch.Tensor | None:
+    """``act(conv(x) + residual)`` as one oneDNN convolution with post-ops (PyTorch's
+    ``mkldnn._convolution_pointwise``, which its CPU compiler uses), or None where that
+    is not available (no oneDNN, not a channels-last float32 CPU tensor, no grad-free
+    mode): the caller then runs the plain operations. Equal to float rounding."""
+    if (
+        x.device.type != "cpu"
+        or x.dtype != torch.float32
+        or torch.is_grad_enabled()
+        or not x.is_contiguous(memory_format=torch.channels_last)
+        or not torch.backends.mkldnn.is_available()
+    ):
+        return None
+    ops = getattr(torch.ops, "mkldnn", None)
+    fn = getattr(ops, "_convolution_pointwise", None) if ops is not None else None
+    if fn is None:
+        return None
+    pad, st = list(padding), list(stride)
+    if residual is None:
+        return fn(x, w, b, pad, st, [1, 1], groups, act or "none", [], "none" if act else None)
+    other = residual.contiguous(memory_format=torch.channels_last)
+    # oneDNN fuses the residual add, but not a unary post-op after it: GELU separately
+    y = fn.binary(x, other, w, b, pad, st, [1, 1], groups, "add", None, None, [], None)
+    return y if act is None else F.gelu(y)
 
 
 class PatchEmbed(nn.Module):
@@ -86,7 +135,7 @@ class PatchEmbed(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.seq(x)
+        return self.seq[2](self.seq[0](x, act="gelu"))
 
 
 class MBConv(nn.Module):
@@ -101,8 +150,8 @@ class MBConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) → (B, C, H, W)."""
-        y = F.gelu(self.conv2(F.gelu(self.conv1(x))))
-        return F.gelu(x + self.conv3(y))
+        y = self.conv2(self.conv1(x, act="gelu"), act="gelu")
+        return self.conv3(y, act="gelu", residual=x)
 
 
 class PatchMerging(nn.Module):
@@ -115,7 +164,7 @@ class PatchMerging(nn.Module):
         self.conv3 = Conv2dBN(out_dim, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x)))))
+        return self.conv3(self.conv2(self.conv1(x, act="gelu"), act="gelu"))
 
 
 class ConvLayer(nn.Module):
@@ -162,12 +211,26 @@ class Attention(SwitchableAttention):
         self.proj = nn.Linear(dim, dim)
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, window * window))
         self.register_buffer("attention_bias_idxs", attention_bias_index(window), False)
+        self.fast_bias: torch.Tensor | None = None  # (heads, N, N), set by set_fast_path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, N, C) tokens of B windows, N = window² → (B, N, C)."""
         b, n, _ = x.shape
         qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, 3 * self.head_dim)
         q, k, v = qkv.transpose(1, 2).split(self.head_dim, dim=-1)  # each (B, heads, N, d)
+        if self.fast_bias is not None and self.impl == "exact":
+            # the fast path: bias gathered once; scale and bias fused into the batched
+            # matrix product (baddbmm), softmax in place — equal to float rounding
+            h, d = self.num_heads, self.head_dim
+            scores = torch.baddbmm(
+                self.fast_bias.to(q.dtype).expand(b, h, n, n).reshape(b * h, n, n),
+                q.reshape(b * h, n, d),
+                k.reshape(b * h, n, d).transpose(1, 2),
+                alpha=d**-0.5,
+            )
+            probs = torch.ops.aten._softmax.out(scores, -1, False, out=scores)
+            out = torch.bmm(probs, v.reshape(b * h, n, d))
+            return self.proj(out.view(b, h, n, d).transpose(1, 2).reshape(b, n, -1))
         bias = self.attention_biases[:, self.attention_bias_idxs].to(q.dtype)
         if self.impl == "exact":
             attn = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5 + bias
@@ -333,6 +396,10 @@ def set_fast_path(module: nn.Module, on: bool) -> None:
             m.fold(on)
         elif isinstance(m, TinyViT):
             m.channels_last = on
+        elif isinstance(m, Attention):
+            with torch.no_grad():
+                bias = m.attention_biases[:, m.attention_bias_idxs].detach().clone()
+            m.fast_bias = bias if on else None
 
 
 def _count(prefix: str, keys: Sequence[str]) -> int:
