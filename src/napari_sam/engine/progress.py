@@ -43,3 +43,19 @@ def whole_steps(gen: Generator[Progress, None, T]) -> Generator[Progress, None, 
         return stop.value
     finally:
         gen.close()
+
+
+def within_step(
+    gen: Generator[Progress, None, T], done: int, total: int, label: str
+) -> Generator[Progress, None, T]:
+    """Run ``gen`` as step ``done + 1`` of ``total`` of an outer job: each of its
+    Progress is re-yielded as ``Progress(done, total, f"{label}: {message}")``; returns
+    its value; closing closes ``gen``."""
+    try:
+        while True:
+            p = next(gen)
+            yield Progress(done, total, f"{label}: {p.message}")
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        gen.close()

@@ -53,7 +53,7 @@ from scipy.ndimage import find_objects
 
 from ..embedding import Embedding
 from ..labels import merge_new_objects
-from ..progress import Progress, run_to_end
+from ..progress import Progress, run_to_end, within_step
 from ..tiling import Tile, TileGrid, check_tile_embedding
 from .generator import AutomaticMaskGenerator
 from .result import AmgResult
@@ -179,14 +179,7 @@ class TiledAmg:
             need_image = self.read is not None and self.amg.crop_n_layers > 0
             image = self.read(tile) if need_image else None
             gen = self.amg.iter_generate(emb, image=image)
-            try:
-                while True:
-                    p = next(gen)
-                    yield Progress(done, total, f"tile {tile}: {p.message}")
-            except StopIteration as stop:
-                result = stop.value
-            finally:
-                gen.close()
+            result = yield from within_step(gen, done, total, f"tile {tile}")
             n = self.add_tile(tile, result)
             yield Progress(done + 1, total, f"tile {tile}: {n} objects")
         return self.labels

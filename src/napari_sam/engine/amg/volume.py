@@ -34,7 +34,7 @@ from scipy.optimize import linear_sum_assignment
 from ..embedding import Embedding
 from ..labels import renumber
 from ..metrics import iou_matrix
-from ..progress import Progress
+from ..progress import Progress, within_step
 from .generator import AutomaticMaskGenerator
 
 __all__ = [
@@ -197,14 +197,7 @@ class VolumeAmg:
             emb = self.embedding(z)
             img = None if self.image is None or self.amg.crop_n_layers == 0 else self.image(z)
             gen = self.amg.iter_generate(emb, image=img)
-            try:
-                while True:
-                    p = next(gen)
-                    yield Progress(done, total, f"slice {z}: {p.message}")
-            except StopIteration as stop:
-                result = stop.value
-            finally:
-                gen.close()
+            result = yield from within_step(gen, done, total, f"slice {z}")
             self.add_slice(z, result.labels, result.records)
             yield Progress(done + 1, total, f"slice {z}: {len(result.records)} objects")
         return self.result
