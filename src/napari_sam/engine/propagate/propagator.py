@@ -87,6 +87,17 @@ class _Track:
         return int(self.mask.sum())
 
 
+def check_seeds(seeds: np.ndarray) -> np.ndarray:
+    """``seeds`` as a numpy (Z, H, W) integer label volume, else ValueError naming the
+    problem."""
+    seeds = np.asarray(seeds)
+    if seeds.ndim != 3:
+        raise ValueError(f"seeds must be a (Z, H, W) label volume, got shape {seeds.shape}")
+    if seeds.dtype.kind not in "iu":
+        raise ValueError(f"seeds must hold integer labels, got dtype {seeds.dtype}")
+    return seeds
+
+
 class Propagator:
     """One propagation of several objects through a (Z, H, W) volume.
 
@@ -115,11 +126,7 @@ class Propagator:
         box_margin: float = 0.1,
         prefetch: bool = True,
     ) -> None:
-        seeds = np.asarray(seeds)
-        if seeds.ndim != 3:
-            raise ValueError(f"seeds must be a (Z, H, W) label volume, got shape {seeds.shape}")
-        if seeds.dtype.kind not in "iu":
-            raise ValueError(f"seeds must hold integer labels, got dtype {seeds.dtype}")
+        seeds = check_seeds(seeds)
         self.model, self.seeds, self._embedding_fn = model, seeds, embedding
         present = set(np.unique(seeds).tolist()) - {0}
         self.objects = sorted(present if objects is None else {int(o) for o in objects})

@@ -39,7 +39,7 @@ from ..embedding import Embedding
 from ..loader import SamModel
 from ..progress import Progress, run_to_end
 from ..tiling import Tile, TileGrid, check_tile_embedding
-from .propagator import Propagator, Stop
+from .propagator import Propagator, Stop, check_seeds
 
 __all__ = ["TiledPropagator", "assign_tiles", "propagate_tiled"]
 
@@ -103,11 +103,7 @@ class TiledPropagator:
         margin: int | None = None,
         **kwargs: Any,
     ) -> None:
-        seeds = np.asarray(seeds)
-        if seeds.ndim != 3:
-            raise ValueError(f"seeds must be a (Z, H, W) label volume, got shape {seeds.shape}")
-        if seeds.dtype.kind not in "iu":
-            raise ValueError(f"seeds must hold integer labels, got dtype {seeds.dtype}")
+        seeds = check_seeds(seeds)
         if tuple(seeds.shape[1:]) != tuple(grid.plane):
             raise ValueError(f"seeds planes are {seeds.shape[1:]}, the grid's plane {grid.plane}")
         if objects is None:
