@@ -19,12 +19,14 @@ deleted or downloaded over: if its hash differs, :func:`fetch_weights` refuses i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
 import re
 import types
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -211,6 +213,21 @@ def get_model_info(name: str) -> ModelInfo:
         ) from None
 
 
+@contextlib.contextmanager
+def _quiet_pooch() -> Iterator[None]:
+    """pooch's own "Downloading data from …" info line off while it downloads for us:
+    its logging handler holds the stderr of the moment pooch was imported (under a test
+    runner or an embedding GUI: a closed stream), and our progress bar and one-line
+    errors already say what happens."""
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def default_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Return the directory where weights are cached (it is not created here).
 
@@ -362,10 +379,11 @@ def fetch_verified(
     )
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        path = pooch.retrieve(
-            url=info.url, known_hash=known_hash, fname=info.filename, path=directory,
-            progressbar=progress, downloader=downloader,
-        )
+        with _quiet_pooch():
+            path = pooch.retrieve(
+                url=info.url, known_hash=known_hash, fname=info.filename, path=directory,
+                progressbar=progress, downloader=downloader,
+            )
     except ValueError as exc:  # pooch's hash mismatch (temp file already deleted)
         if known_hash is None or "hash" not in str(exc).lower():
             raise
