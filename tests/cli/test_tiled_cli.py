@@ -234,3 +234,57 @@ def test_demo_amg_tiled_finds_small_nuclei_the_untiled_run_misses(tmp_path, caps
         tp, npred, ntrue = object_f1(np.load(out), truth)
         f1[tiling] = 2 * tp / (npred + ntrue)
     assert f1["auto"] >= 0.7 and f1["off"] <= 0.1, f1
+
+
+# ------------------------------------------------------------------------ segment
+def segment(src, out, ckpt, points, boxes, *extra):
+    return [
+        "segment", str(src), "--points", str(points), "--boxes", str(boxes), "--out",
+        str(out), "--checkpoint", str(ckpt), "--model", "tiny", "--precision", "fp32",
+        "--device", "cpu", *extra,
+    ]  # fmt: skip
+
+
+def test_segment_tiled_answers_each_prompt_on_its_tile(files, tiny_checkpoint, capsys):
+    """100 × 120 slice, tiny model (64² input) → 3 × 3 tiles of 48 + halo 8: each
+    object's mask is the session's tiled answer (its tile's embedding, placed at slice
+    coordinates); a slice that fits gives the untiled labels; a box larger than any
+    tile is one line (exit 2)."""
+    import tifffile
+
+    from napari_sam.engine.loader import load_model
+    from napari_sam.session import SegmentationSession, commit_mask
+
+    pts, boxes = files / "p.csv", files / "b.csv"
+    pts.write_text("object,row,col,label\n1,16,19,1\n2,50,60,1\n2,47,40,0\n")
+    boxes.write_text("object,row_min,col_min,row_max,col_max\n3,76,92,90,108\n")
+    out = run_ok(segment(files / "big2.npy", files / "t", tiny_checkpoint, pts, boxes), capsys)
+    assert "tiles: 3 × 3 of 48 × 48 px + halo 8 px" in out
+    model = load_model("tiny", checkpoint=tiny_checkpoint, device="cpu", precision="fp32")
+    img = np.load(files / "big2.npy")
+    s = SegmentationSession(model, img, False, None, tiling="auto")
+    expected = np.zeros(img.shape, np.uint32)
+    prompts = [([[16, 19]], [1], None), ([[50, 60], [47, 40]], [1, 0], None),
+               (np.zeros((0, 2)), [], [76, 92, 90, 108])]  # fmt: skip
+    tiles = []
+    for p, lab, box in prompts:
+        preview = s.prompt((), np.array(p, float), np.array(lab, int), box, 0)
+        tiles.append(preview.tile)
+        commit_mask(expected, preview.mask)
+    assert tiles == [(0, 0), (1, 1), (1, 2)] and expected.max() == 3
+    np.testing.assert_array_equal(tifffile.imread(files / "t" / "labels.tif"), expected)
+    # a slice that fits: --tiling auto = --tiling off
+    pts.write_text("object,row,col,label\n1,16,19,1\n2,26,30,1\n")
+    boxes.write_text("object,row_min,col_min,row_max,col_max\n3,20,20,35,40\n")
+    run_ok(segment(files / "small2.npy", files / "a", tiny_checkpoint, pts, boxes), capsys)
+    run_ok(segment(files / "small2.npy", files / "o", tiny_checkpoint, pts, boxes, "--tiling",
+                   "off"), capsys)  # fmt: skip
+    np.testing.assert_array_equal(
+        tifffile.imread(files / "a" / "labels.tif"), tifffile.imread(files / "o" / "labels.tif")
+    )
+    boxes.write_text("object,row_min,col_min,row_max,col_max\n3,5,5,95,60\n")
+    rc = main(segment(files / "big2.npy", files / "e", tiny_checkpoint, pts, boxes))
+    err = capsys.readouterr().err
+    assert rc == 2 and "object '3': box of 90 × 55 px" in err, err
+    assert "larger than any tile's region of 64 × 64 px" in err
+    assert len(err.strip().splitlines()) == 1 and not (files / "e" / "labels.tif").exists()

@@ -147,7 +147,7 @@ def tile_grid(args: argparse.Namespace, model: Any, plane: tuple[int, int]) -> A
     size = int(model.sam.image_size)
     with user_errors(ValueError, prefix="--tile-shape / --halo: "):
         grid = TileGrid.for_model(plane, size, tiling, args.halo)
-    if grid is not None and args.store:
+    if grid is not None and getattr(args, "store", None):
         raise UserError(
             "--store does not hold tiled embeddings yet: use --tiling off to store "
             "whole-slice embeddings, or drop --store (tiles are then computed in RAM)"
