@@ -187,7 +187,6 @@ def test_amg_tiled_reads_one_outer_region_at_a_time(files, tiny_checkpoint, monk
         (["--halo", "-1"], "--halo must be ≥ 0"),
         (["--tile-shape", "0", "40"], "--tile-shape must be two sizes ≥ 1"),
         (["--halo", "40"], "leaves no inner tile"),
-        (["--store", "S.zarr"], "--store does not hold tiled embeddings yet: use --tiling off"),
         (["--scheduler", "2"], "--scheduler runs whole-slice AMG only: add --tiling off"),
     ],
 )
@@ -196,16 +195,11 @@ def test_amg_flag_errors_are_one_line(files, tiny_checkpoint, capsys, extra, exp
     err = capsys.readouterr().err
     assert rc == 2, err
     assert expected in err and len(err.strip().splitlines()) == 1, err
-    assert not (files / "o.npy").exists() and not (files / "S.zarr").exists()
+    assert not (files / "o.npy").exists()
 
 
 def test_propagate_errors_are_one_line(files, tiny_checkpoint, capsys):
     src = files / "big3.npy"
-    rc = main(prop(src, files / "big_seeds.npy", files / "o.npy", tiny_checkpoint,
-                   "--store", str(files / "S.zarr")))  # fmt: skip
-    err = capsys.readouterr().err
-    assert rc == 2 and "--store does not hold tiled embeddings yet" in err, err
-    assert not (files / "S.zarr").exists()
     big = np.zeros((3, 100, 120), np.uint16)
     big[1, 10:80, 10:90] = 1  # 70 × 80 px: larger than a 64-px outer region
     np.save(files / "bigseed.npy", big)
@@ -288,3 +282,46 @@ def test_segment_tiled_answers_each_prompt_on_its_tile(files, tiny_checkpoint, c
     assert rc == 2 and "object '3': box of 90 × 55 px" in err, err
     assert "larger than any tile's region of 64 × 64 px" in err
     assert len(err.strip().splitlines()) == 1 and not (files / "e" / "labels.tif").exists()
+
+
+# ------------------------------------------------------------------- tiles in --store
+def test_tiles_in_the_store_embed_info_amg_propagate(files, tiny_checkpoint, capsys):
+    """``embed`` precomputes every tile (resumable), ``info`` counts tiles, ``amg`` /
+    ``propagate`` with --store read them (same labels as without a store), a store made
+    with other tiles is the usual mismatch (one line, kept)."""
+    from napari_sam.store import store_info
+
+    store = files / "S.zarr"
+    base = ["embed", str(files / "big3.npy"), "--model", "tiny", "--checkpoint",
+            str(tiny_checkpoint), "--precision", "fp32", "--device", "cpu", "--no-progress",
+            "--out", str(store)]  # fmt: skip
+    out = run_ok([*base, "--slices", "0:2"], capsys)
+    assert "tiles: 3 × 3 of 48 × 48 px + halo 8 px" in out and "18/18 tiles complete" in out
+    out = run_ok(base, capsys)  # resumes: only slice 2's tiles are computed
+    assert "27/27 tiles complete" in out
+    info = store_info(store)
+    assert (info["tiles_complete"], info["tiles_total"]) == (27, 27)
+    assert info["tiles"] == {"plane": [100, 120], "tile": [48, 48], "halo": [8, 8]}
+    assert main(["info", str(store)]) == 0
+    assert "27/27 tiles (9 per slice: 48 × 48 px + halo 8 px)" in capsys.readouterr().out
+    def written():
+        return sorted((f, f.stat().st_mtime_ns) for f in store.rglob("*") if f.is_file())
+
+    before = written()
+    run_ok(amg(files / "big3.npy", files / "a.npy", tiny_checkpoint, "--store", str(store)),
+           capsys)  # fmt: skip
+    run_ok(amg(files / "big3.npy", files / "b.npy", tiny_checkpoint), capsys)
+    np.testing.assert_array_equal(np.load(files / "a.npy"), np.load(files / "b.npy"))
+    src, seeds = files / "big3.npy", files / "big_seeds.npy"
+    run_ok(prop(src, seeds, files / "p.npy", tiny_checkpoint, "--store", str(store)), capsys)
+    run_ok(prop(src, seeds, files / "q.npy", tiny_checkpoint), capsys)
+    np.testing.assert_array_equal(np.load(files / "p.npy"), np.load(files / "q.npy"))
+    assert store_info(store)["tiles_complete"] == 27
+    assert written() == before  # read, never recomputed / rewritten
+    rc = main([*base, "--tile-shape", "40", "40"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "tiling (plane, tile, halo): store has" in err, err
+    assert "use --overwrite" in err and len(err.strip().splitlines()) == 1
+    rc = main([*base, "--tiling", "off"])
+    assert rc == 2 and "tiling" in capsys.readouterr().err
+    assert store_info(store)["tiles_complete"] == 27

@@ -102,10 +102,17 @@ def test_a_slice_that_fits_the_input_gives_todays_embedding_and_masks(tiny_model
         assert a.score == b.score and a.tile is None
 
 
-def test_a_tiled_session_refuses_a_store(tiny_model, image, tmp_path):
-    with pytest.raises(ValueError, match="does not hold tiles yet"):
-        SegmentationSession(tiny_model, image, False, tmp_path / "s.zarr", tiling="auto")
-    assert not (tmp_path / "s.zarr").exists()
+def test_a_tiled_session_stores_only_the_tiles_its_prompts_need(tiny_model, image, tmp_path):
+    from napari_sam.store import store_info
+
+    s = SegmentationSession(tiny_model, image, False, tmp_path / "s.zarr", tiling="auto")
+    first = s.prompt((), np.array([[50.0, 52.0]]), np.ones(1, int), None, 0)
+    info = store_info(tmp_path / "s.zarr")
+    assert (info["tiles_complete"], info["tiles_total"]) == (1, 9)
+    again = SegmentationSession(tiny_model, image, False, tmp_path / "s.zarr", tiling="auto")
+    second = again.prompt((), np.array([[50.0, 52.0]]), np.ones(1, int), None, 0)
+    assert again.embeddings.computed == 0 and second.tile == first.tile == (1, 1)
+    assert (second.mask == first.mask).mean() > 0.99  # float16 storage
 
 
 def test_demo_clicks_and_boxes_on_tiles_match_native_crops():

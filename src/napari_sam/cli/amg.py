@@ -168,22 +168,24 @@ def _run_local(args, image, nd: int, rgb: bool, params: dict, link_iou: float) -
 
 
 def _run_tiled(args, model, amg, grid, image, nd: int, rgb: bool, link_iou: float) -> np.ndarray:
-    """AMG tile by tile (engine/amg/tiled.py) on tile embeddings computed on the fly:
-    one tile's embedding in RAM at a time (each tile is asked for once)."""
+    """AMG tile by tile (engine/amg/tiled.py) on tile embeddings computed on the fly
+    (or read from / written to --store, one entry per tile): one tile's embedding in RAM
+    at a time (each tile is asked for once)."""
     from ..engine.amg.tiled import TiledAmg, TiledVolumeAmg
-    from .common import tiled_embeddings
+    from .common import store_errors, tiled_embeddings
     from .progress import drive
 
     source = args.image or "the sample"
     spatial = [0, 1] if nd == 2 else [nd - 2, nd - 1]
-    tiles = tiled_embeddings(model, image, spatial, grid, 1, source, rgb=rgb and nd == 2)
+    tiles = tiled_embeddings(args, model, image, spatial, grid, 1, source, rgb=rgb and nd == 2)
     print(
         f"tiles: {grid.shape[0]} × {grid.shape[1]} of {grid.tile[0]} × {grid.tile[1]} px "
         f"+ halo {grid.halo[0]} px per plane"
     )
     if nd == 2:
         run = TiledAmg(amg, grid, tiles.get, read=tiles.read)
-        return drive(run.run(), "amg (tiles)", "tile", quiet=args.no_progress)
+        with store_errors("--store"):
+            return drive(run.run(), "amg (tiles)", "tile", quiet=args.no_progress)
     result = np.zeros(image.shape, np.uint32)
     for t in range(image.shape[0]) if nd == 4 else [None]:
         lead = () if t is None else (t,)
@@ -199,7 +201,8 @@ def _run_tiled(args, model, amg, grid, image, nd: int, rgb: bool, link_iou: floa
                 min_slices=args.min_slices,
             )
         desc = "amg (tiles)" if t is None else f"amg (tiles) t={t}"
-        result[lead] = drive(vol.run(), desc, "tile", quiet=args.no_progress)
+        with store_errors("--store"):  # a stored tile whose data changed
+            result[lead] = drive(vol.run(), desc, "tile", quiet=args.no_progress)
     return result
 
 

@@ -147,26 +147,29 @@ def tile_grid(args: argparse.Namespace, model: Any, plane: tuple[int, int]) -> A
     size = int(model.sam.image_size)
     with user_errors(ValueError, prefix="--tile-shape / --halo: "):
         grid = TileGrid.for_model(plane, size, tiling, args.halo)
-    if grid is not None and getattr(args, "store", None):
-        raise UserError(
-            "--store does not hold tiled embeddings yet: use --tiling off to store "
-            "whole-slice embeddings, or drop --store (tiles are then computed in RAM)"
-        )
     return grid
 
 
 def tiled_embeddings(
-    model: Any, image: Any, spatial: list[int], grid: Any, capacity: int, source: str,
-    rgb: bool = False,
+    args: argparse.Namespace, model: Any, image: Any, spatial: list[int], grid: Any,
+    capacity: int, source: str, rgb: bool = False,
 ) -> Any:
     """An :class:`~napari_sam.store.provider.EmbeddingProvider` of the tiles of every
-    slice (keys ``(*slice_index, tile_row, tile_col)``; RAM only, at most ``capacity``
-    tile embeddings); ``.layout`` is the :class:`~napari_sam.store.TiledLayout`."""
+    slice (keys ``(*slice_index, tile_row, tile_col)``; at most ``capacity`` tile
+    embeddings in RAM; ``--store`` read and filled, one entry per tile, replaced only
+    with ``--overwrite``); ``.layout`` is the :class:`~napari_sam.store.TiledLayout`."""
     from ..store import SliceLayout, TiledLayout
     from ..store.provider import EmbeddingProvider
     from .io import reading
 
     layout = TiledLayout(SliceLayout.for_shape(image.shape, spatial=spatial, rgb=rgb), grid)
-    return EmbeddingProvider(
-        model, image, layout, capacity=capacity, reading=lambda: reading(source)
-    )
+    with store_errors("--store"):
+        return EmbeddingProvider(
+            model,
+            image,
+            layout,
+            store=getattr(args, "store", None) or None,
+            overwrite=bool(getattr(args, "overwrite", False)),
+            capacity=capacity,
+            reading=lambda: reading(source),
+        )

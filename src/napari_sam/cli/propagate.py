@@ -108,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
     if grid is None:
         embeddings = volume_embeddings(args, model, image, spatial, args.cache_slices, args.image)
     else:
-        embeddings = tiled_embeddings(model, image, spatial, grid, args.cache_slices, args.image)
+        embeddings = tiled_embeddings(
+            args, model, image, spatial, grid, args.cache_slices, args.image
+        )
         print(
             f"tiles: {grid.shape[0]} × {grid.shape[1]} of {grid.tile[0]} × {grid.tile[1]} px "
             f"+ halo {grid.halo[0]} px per plane"

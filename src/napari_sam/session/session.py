@@ -41,8 +41,8 @@ class SegmentationSession:
     tiling / halo: ``"off"`` (default: the whole slice is resized into the model input),
     ``"auto"`` (tiles when a slice exceeds the input) or a tile shape (th, tw), and the
     halo in pixels (default: :meth:`~napari_sam.engine.tiling.TileGrid.for_model`). With
-    tiles (:attr:`grid` not None) embeddings are per (slice, tile) in RAM only (a store
-    is refused: it does not hold tiles yet) and :meth:`prompt` answers each prompt on one
+    tiles (:attr:`grid` not None) embeddings are per (slice, tile) (one store entry per
+    tile, computed only when a prompt needs it) and :meth:`prompt` answers each prompt on one
     tile (:mod:`.tiled`).
     """
 

@@ -11,7 +11,7 @@ Used by the widget's session, the command line (``segment``, ``amg``, ``propagat
 
 Keys are region keys (:mod:`.regions`): the caller's slice index, or with a
 :class:`~.tiled_layout.TiledLayout` ``(*slice_index, tile_row, tile_col)`` — a tile's
-outer region embedded at native resolution (RAM only: the store does not hold tiles yet).
+outer region embedded at native resolution (a store entry per tile).
 Thread-safe:
 any number of threads may call :meth:`get`; two threads asking for the same key
 compute it once (the second waits for the first). RAM holds at most ``capacity``
@@ -103,11 +103,6 @@ class EmbeddingProvider:
             normalization = opened.normalization if opened is not None else Normalization()
         # a tiled layout (.tiled_layout): regions are tiles embedded at native resolution
         self.native = bool(getattr(layout, "native", False))
-        if self.native and store is not None:
-            raise ValueError(
-                "the embedding store does not hold tiles yet: use tiling 'off' to store "
-                "whole-slice embeddings, or no store (tiles are then computed in RAM)"
-            )
         self.model, self.image, self.layout = model, image, layout
         self.normalization = normalization
         self.capacity, self.on_stale = capacity, on_stale

@@ -7,12 +7,14 @@ covered by the tiles of one :class:`~napari_sam.engine.tiling.TileGrid`, and eac
 are ``(*slice_index, tile_row, tile_col)``::
 
     layout = TiledLayout(SliceLayout.for_shape(image.shape), grid)
-    provider = EmbeddingProvider(model, image, layout)     # RAM only (no store yet)
+    provider = EmbeddingProvider(model, image, layout)     # store=... : one entry per tile
     emb = provider.get(layout.tile_key((z,), (2, 3)))      # reads that outer region only
 
 Reading a region touches only the tile's outer region of that slice (numpy, zarr and
-dask alike). The embedding store does not hold tiles yet: a provider with a tiled
-layout and a store is refused (:class:`~.provider.EmbeddingProvider`).
+dask alike). In an embedding store (:class:`~.embeddings.EmbeddingStore`) each tile is
+one entry with its own chunk and completion marker: the arrays get the tile axes after
+the slice axes, ``(*slice_shape, tile_rows, tile_cols, C, h, w)``, and the grid is part
+of the store's signature (``image.tiles``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,21 @@ class TiledLayout:
             raise ValueError(
                 f"the grid's plane {self.grid.plane} ≠ the slices' size {self.slices.slice_size}"
             )
+
+    @property
+    def spatial(self) -> tuple[int, int]:
+        return self.slices.spatial
+
+    @property
+    def key_shape(self) -> tuple[int, ...]:
+        """Extent of each key entry: (*slice_shape, tile_rows, tile_cols)."""
+        return (*self.slices.slice_shape, *self.grid.shape)
+
+    @property
+    def region_size(self) -> tuple[int, int]:
+        """(h, w) of every region: the outer region (all tiles' are the same size)."""
+        r0, c0, r1, c1 = self.grid.outer((0, 0))
+        return r1 - r0, c1 - c0
 
     # ----------------------------------------------------------- RegionLayout
     @property
@@ -81,20 +98,24 @@ class TiledLayout:
     def read(self, image: Any, key: tuple[int, ...]) -> np.ndarray:
         """The tile's outer region of its slice as numpy (h, w) or (h, w, 3|4),
         reading only that region."""
-        index, tile = self.split(key)
         if tuple(image.shape) != self.shape:
             raise ValueError(f"image shape {tuple(image.shape)} ≠ layout shape {self.shape}")
-        r0, c0, r1, c1 = self.grid.outer(tile)
-        sel = list(self.slices.key(index))
-        sel[self.slices.spatial[0]] = slice(r0, r1)
-        sel[self.slices.spatial[1]] = slice(c0, c1)
-        part = image[tuple(sel)]
+        part = image[self.key(key)]
         if hasattr(part, "compute") and hasattr(part, "dask"):
             part = part.compute(scheduler="sync")
         part = np.asarray(part)
         if self.slices.spatial[0] > self.slices.spatial[1]:  # remaining axes in axis order
             part = np.swapaxes(part, 0, 1)
         return part
+
+    def key(self, key: Iterable[int]) -> tuple[int | slice, ...]:
+        """Numpy-style key selecting the tile's outer region on its slice."""
+        index, tile = self.split(key)
+        r0, c0, r1, c1 = self.grid.outer(tile)
+        sel = list(self.slices.key(index))
+        sel[self.slices.spatial[0]] = slice(r0, r1)
+        sel[self.slices.spatial[1]] = slice(c0, c1)
+        return tuple(sel)
 
     # ---------------------------------------------------------------- helpers
     def tile_key(self, index: Iterable[int], tile: Iterable[int]) -> tuple[int, ...]:
@@ -108,3 +129,21 @@ class TiledLayout:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.slices.to_dict(), "tiles": self.grid.to_dict()}
+
+
+def layout_from_dict(d: dict[str, Any]) -> SliceLayout | TiledLayout:
+    """The layout a store's signature (``image``) describes: tiled when it has
+    ``tiles``."""
+    slices = SliceLayout.from_dict(d)
+    tiles = d.get("tiles")
+    return slices if tiles is None else TiledLayout(slices, TileGrid.from_dict(tiles))
+
+
+def key_shape(layout: Any) -> tuple[int, ...]:
+    """Extent of each region-key entry (slice axes, then tile axes when tiled)."""
+    return tuple(layout.key_shape) if isinstance(layout, TiledLayout) else layout.slice_shape
+
+
+def region_size(layout: Any) -> tuple[int, int]:
+    """(h, w) of one region's pixels: a tile's outer region, or a whole slice."""
+    return layout.region_size if isinstance(layout, TiledLayout) else layout.slice_size
