@@ -157,3 +157,19 @@ def test_demo_clicks_and_boxes_on_tiles_match_native_crops():
     for kind in ("point", "box"):
         assert m[f"tiled {kind}"] >= m[f"native {kind}"] - 0.03, m
         assert m[f"tiled {kind}"] >= m[f"untiled {kind}"] + 0.2, m
+
+
+def test_tiles_around_a_prompt_are_embedded_nearest_first(tiny_model, image):
+    s = SegmentationSession(tiny_model, image, False, None, tiling=(48, 48), halo=8, ram_slices=4)
+    s.prompt((), np.array([[50.0, 52.0]]), np.ones(1, int), None, 0)  # tile (1, 1)
+    steps = list(s.tiles_around((), (1, 1)))
+    assert [p.done for p in steps] == [0, 1, 2, 3, 4]
+    # (1, 1) itself (already in RAM: not recomputed), then its edge neighbours
+    assert s.embeddings.ram_keys() == [(1, 1), (0, 1), (1, 0), (1, 2)]
+    assert s.embeddings.computed == 4
+    gen = s.tiles_around((), (0, 0), limit=9)
+    next(gen), next(gen)
+    gen.close()  # cancelled after the first tile
+    assert s.embeddings.computed == 5
+    with pytest.raises(ValueError, match="not tiled"):
+        SegmentationSession(tiny_model, image[:50, :50], False, None).tiles_around((), (0, 0))

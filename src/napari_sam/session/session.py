@@ -119,6 +119,22 @@ class SegmentationSession:
         """A tile's embedding on a tiled slice (RAM → encoder). Worker threads only."""
         return self.embeddings.get((*tuple(index), *tuple(tile)))
 
+    def tiles_around(
+        self, index: tuple[int, ...], tile: tuple[int, int], limit: int | None = None
+    ) -> Iterator[Progress]:
+        """Embed the tiles of slice ``index`` nearest to ``tile`` first
+        (:meth:`~napari_sam.engine.tiling.TileGrid.by_distance`: the tile itself, then its
+        neighbours ring by ring), at most ``limit`` of them (default: as many as RAM holds
+        — more would evict the first ones without a store); yields Progress per tile.
+        What a prompt does next, in a worker thread; closing the generator stops after
+        the current tile. Tiles already in RAM or in the store are not recomputed."""
+        if self.grid is None:
+            raise ValueError("this session's slices are not tiled")
+        order = self.grid.by_distance(tile)
+        n = min(len(order), self.embeddings.capacity if limit is None else int(limit))
+        keys = [(*tuple(index), *t) for t in order[:n]]
+        return self.embeddings.prefetch(keys)
+
     # ------------------------------------------------------------------- predict
     def prompt(
         self,

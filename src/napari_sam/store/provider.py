@@ -299,7 +299,7 @@ class EmbeddingProvider:
         yield Progress(0, len(wanted), "prefetching")
         for done, key in enumerate(wanted, 1):
             self.get(key)
-            yield Progress(done, len(wanted), f"slice {key}")
+            yield Progress(done, len(wanted), f"{'tile' if self.native else 'slice'} {key}")
 
     def precompute(
         self,
