@@ -87,8 +87,12 @@ def run(args: argparse.Namespace) -> int:
         pts = np.asarray(q.get("points", np.zeros((0, 2))), float)
         lab = np.asarray(q.get("labels", np.zeros(0, int)))
         box = q.get("box")
+        with user_errors(ValueError, prefix=f"object {obj!r}: "):  # no tile can answer it
+            tile = session.tile_for(pts, lab, box)
+        # the embedding outside user_errors: an encoder failure is a bug, not the user's
+        session.embedding(()) if tile is None else session.tile_embedding((), tile)
         with user_errors(ValueError, prefix=f"object {obj!r}: "):  # outside the slice, ...
-            preview = session.prompt((), pts, lab, box, request=0)
+            preview = session.prompt((), pts, lab, box, request=0)  # that embedding, in RAM
         commit_mask(labels, preview.mask)  # next free id; never over earlier objects
     write_labels(labels_path, labels, overwrite=args.overwrite)
     write_overlay(overlay_path, image, labels, overwrite=args.overwrite)

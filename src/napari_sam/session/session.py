@@ -135,6 +135,24 @@ class SegmentationSession:
         keys = [(*tuple(index), *t) for t in order[:n]]
         return self.embeddings.prefetch(keys)
 
+    def tile_for(
+        self,
+        points: np.ndarray,
+        labels: np.ndarray,
+        box: np.ndarray | None,
+        previous: Preview | None = None,
+    ) -> tuple[int, int] | None:
+        """The tile :meth:`prompt` answers these prompts on (None: the slice is not
+        tiled); :class:`~.tiled.TileError` when no tile can. Cheap: nothing embedded."""
+        if self.grid is None:
+            return None
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        lab = np.asarray(labels).reshape(-1)
+        refine = previous is not None and is_refinement(
+            previous.prompts, prompt_key(pts, lab, box)
+        )
+        return choose_tile(self.grid, pts, lab, box, previous.tile if refine else None)  # type: ignore[union-attr]
+
     # ------------------------------------------------------------------- predict
     def prompt(
         self,
@@ -162,7 +180,8 @@ class SegmentationSession:
         if self.grid is None:
             emb = self.embedding(index)
             return self.predict(index, emb, pts, lab, box, request, mask_input=mask_input)
-        tile = choose_tile(self.grid, pts, lab, box, previous.tile if refine else None)  # type: ignore[union-attr]
+        tile = self.tile_for(pts, lab, box, previous)
+        assert tile is not None
         region = self.grid.outer(tile)
         emb = self.tile_embedding(index, tile)
         tp, tb = to_region(pts, box, region)

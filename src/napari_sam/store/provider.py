@@ -234,7 +234,7 @@ class EmbeddingProvider:
                 raise ValueError(
                     f"region {key} is not in the store and this provider has no loaded model"
                 )
-            emb = self._encoder(data, resize=not self.native)
+            emb = self._encoder(data, resize=False) if self.native else self._encoder(data)
             with self._lock:
                 self.computed += 1
             if self.store is not None and not stale:
@@ -263,8 +263,8 @@ class EmbeddingProvider:
             if self._check is not None:
                 for key, pixels in zip(mine, data, strict=False):
                     self._check(key, pixels)
-            encoder = self._encoder
-            embeddings = encoder.many(data, resize=not self.native)  # type: ignore[union-attr]
+            encoder: Any = self._encoder  # tiles: native resolution (never resized)
+            embeddings = encoder.many(data, resize=False) if self.native else encoder.many(data)
             with self._lock:
                 self.computed += len(mine)
             for key, emb, pixels in zip(mine, embeddings, data, strict=False):
