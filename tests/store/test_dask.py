@@ -136,3 +136,31 @@ def test_amg_with_a_changed_slice_refuses_unless_overwrite(cluster, model, spec,
     ref = Predictor(model).compute_embedding(img[1]).features.half().float()
     store = EmbeddingStore.open(path, model, image=img, mode="r")
     assert torch.equal(store.get(1).features, ref)  # recomputed from the new data
+
+
+@pytest.mark.slow
+def test_tiles_on_the_cluster_equal_local_tiles(cluster, model, spec, tmp_path):
+    """A tiled layout on Dask: one task per tile, each reading only its outer region
+    (numpy, zarr and dask images), the entries equal to the local computation."""
+    import dask.array as da
+    import numpy as np
+
+    from napari_sam.engine.tiling import TileGrid
+    from napari_sam.store import EmbeddingProvider, TiledLayout
+
+    img = volume((2, 100, 120))
+    grid = TileGrid((100, 120), (48, 48), (8, 8))
+    layout = TiledLayout(SliceLayout.for_shape(img.shape), grid)
+    local = EmbeddingProvider(model, img, layout, store=tmp_path / "local.zarr")
+    list(local.precompute())
+    want = np.asarray(zarr.open_group(tmp_path / "local.zarr")["embeddings"][...])
+    z = zarr.open_array(tmp_path / "img.zarr", mode="w", shape=img.shape, chunks=(1, 50, 60),
+                        dtype=img.dtype)  # fmt: skip
+    z[:] = img
+    for name, image in [("numpy", img), ("zarr", z), ("dask", da.from_array(img, (1, 50, 60)))]:
+        path = tmp_path / f"{name}.zarr"
+        kw = {"layout": layout, "scheduler": cluster.scheduler_address}
+        steps = list(precompute(path, image, spec, **kw))
+        assert steps[-1].done == steps[-1].total == 18, name
+        got = np.asarray(zarr.open_group(path)["embeddings"][...])
+        assert got.shape == (2, 3, 3, *want.shape[3:]) and np.array_equal(got, want), name

@@ -21,7 +21,7 @@ import argparse
 import numpy as np
 
 from . import UserError
-from .common import OVERWRITE_HELP, user_errors
+from .common import OVERWRITE_HELP, add_tiling_arguments, user_errors
 
 HELP = "segment everything (automatic masks) in a 2D image or every slice of a stack"
 OFFICIAL = {
@@ -57,6 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="with --link-z: drop 3D objects on fewer slices (demo model: 3, else 1)",
     )
     p.add_argument("--scheduler", help="Dask scheduler address, or N for a LocalCluster")
+    add_tiling_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -109,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--min-slices must be ≥ 1, got {args.min_slices}")
     print("AMG parameters: " + ", ".join(f"{k}={v}" for k, v in params.items()))
     if args.scheduler is not None and nd > 2:
+        _whole_slices_only(args, image)
         labels = _run_dask(args, image, nd, params, link_iou)
     else:
         labels = _run_local(args, image, nd, rgb, params, link_iou)
@@ -129,12 +131,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_local(args, image, nd: int, rgb: bool, params: dict, link_iou: float) -> np.ndarray:
     from ..engine.amg import AutomaticMaskGenerator, VolumeAmg
-    from .common import load_model, store_errors, volume_embeddings
+    from .common import load_model, store_errors, tile_grid, volume_embeddings
     from .progress import drive
 
     model = load_model(args)
     with user_errors(ValueError):  # --points-per-side 0, thresholds out of range, ...
         amg = AutomaticMaskGenerator(model, **params)
+    plane = (image.shape[0], image.shape[1]) if nd == 2 else tuple(image.shape[-2:])
+    grid = tile_grid(args, model, plane)
+    if grid is not None:
+        return _run_tiled(args, model, amg, grid, image, nd, rgb, link_iou)
     if nd == 2:
         return drive(amg.iter_generate(np.asarray(image)), "amg", "step",
                      quiet=args.no_progress).labels  # fmt: skip
@@ -159,6 +165,59 @@ def _run_local(args, image, nd: int, rgb: bool, params: dict, link_iou: float) -
         with store_errors("--store"):  # a stored slice whose data changed
             result[lead] = drive(vol.run(), desc, "slice", quiet=args.no_progress)
     return result
+
+
+def _run_tiled(args, model, amg, grid, image, nd: int, rgb: bool, link_iou: float) -> np.ndarray:
+    """AMG tile by tile (engine/amg/tiled.py) on tile embeddings computed on the fly
+    (or read from / written to --store, one entry per tile): one tile's embedding in RAM
+    at a time (each tile is asked for once)."""
+    from ..engine.amg.tiled import TiledAmg, TiledVolumeAmg
+    from .common import store_errors, tiled_embeddings
+    from .progress import drive
+
+    source = args.image or "the sample"
+    spatial = [0, 1] if nd == 2 else [nd - 2, nd - 1]
+    tiles = tiled_embeddings(args, model, image, spatial, grid, 1, source, rgb=rgb and nd == 2)
+    print(
+        f"tiles: {grid.shape[0]} × {grid.shape[1]} of {grid.tile[0]} × {grid.tile[1]} px "
+        f"+ halo {grid.halo[0]} px per plane"
+    )
+    if nd == 2:
+        run = TiledAmg(amg, grid, tiles.get, read=tiles.read)
+        with store_errors("--store"):
+            return drive(run.run(), "amg (tiles)", "tile", quiet=args.no_progress)
+    result = np.zeros(image.shape, np.uint32)
+    for t in range(image.shape[0]) if nd == 4 else [None]:
+        lead = () if t is None else (t,)
+        with user_errors(ValueError):
+            vol = TiledVolumeAmg(
+                amg,
+                grid,
+                lambda z, tile, lead=lead: tiles.get((*lead, z, *tile)),
+                image.shape[-3],
+                read=lambda z, tile, lead=lead: tiles.read((*lead, z, *tile)),
+                link=args.link_z,
+                link_iou=link_iou,
+                min_slices=args.min_slices,
+            )
+        desc = "amg (tiles)" if t is None else f"amg (tiles) t={t}"
+        with store_errors("--store"):  # a stored tile whose data changed
+            result[lead] = drive(vol.run(), desc, "tile", quiet=args.no_progress)
+    return result
+
+
+def _whole_slices_only(args, image) -> None:
+    """--scheduler runs whole-slice AMG: refuse (one line) when tiles would be used.
+    Unless --tiling off, the model is loaded here once to learn its input size."""
+    from .common import load_model, tile_grid
+
+    if args.tiling == "off" and args.tile_shape is None and args.halo is None:
+        return
+    if tile_grid(args, load_model(args), tuple(image.shape[-2:])) is not None:
+        raise UserError(
+            "--scheduler runs whole-slice AMG only: add --tiling off (planes larger "
+            "than the model input are then shrunk into it), or drop --scheduler"
+        )
 
 
 def _run_dask(args, image, nd: int, params: dict, link_iou: float) -> np.ndarray:

@@ -63,6 +63,8 @@ def _list(root: Any) -> int:
         try:
             info = store_info(e.path)
             slices = f"{info['slices_complete']}/{info['slices_total']}"
+            if info.get("tiles"):
+                slices = f"{info['tiles_complete']}/{info['tiles_total']} t"
         except Exception:  # damaged store: still listed, with what its attrs say
             slices = "?"
         model = e.attrs.get("model", {}).get("name", "?")

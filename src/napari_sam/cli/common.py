@@ -107,3 +107,69 @@ def dask_errors() -> Iterator[None]:
         if not str(err).startswith(_DASK_USER):
             raise
         raise UserError(one_line(err)) from None
+
+
+# ------------------------------------------------------------------------------ tiles
+def add_tiling_arguments(p: argparse.ArgumentParser) -> None:
+    """``--tiling auto|off``, ``--tile-shape TH TW``, ``--halo H`` (docs/tiling.md)."""
+    p.add_argument(
+        "--tiling",
+        choices=["auto", "off"],
+        default="auto",
+        help="embed planes larger than the model input by tiles at native resolution "
+        "(auto: when the plane exceeds the input; off: shrink the whole plane into it)",
+    )
+    p.add_argument(
+        "--tile-shape",
+        type=int,
+        nargs=2,
+        metavar=("TH", "TW"),
+        help="inner tile size in pixels (default: model input − 2 × halo); tiles on",
+    )
+    p.add_argument(
+        "--halo", type=int, metavar="H", help="context pixels around each tile (default: "
+        "1/8 of the model input)",
+    )  # fmt: skip
+
+
+def tile_grid(args: argparse.Namespace, model: Any, plane: tuple[int, int]) -> Any:
+    """The :class:`~napari_sam.engine.tiling.TileGrid` the flags ask for on a plane of
+    (H, W) pixels, or None (the plane is used whole). Bad combinations: UserError."""
+    from ..engine.tiling import TileGrid
+
+    if args.tiling == "off" and (args.tile_shape is not None or args.halo is not None):
+        raise UserError("--tile-shape / --halo need tiling: drop --tiling off")
+    if args.halo is not None and args.halo < 0:
+        raise UserError(f"--halo must be ≥ 0 pixels, got {args.halo}")
+    if args.tile_shape is not None and min(args.tile_shape) < 1:
+        raise UserError(f"--tile-shape must be two sizes ≥ 1, got {tuple(args.tile_shape)}")
+    tiling = tuple(args.tile_shape) if args.tile_shape is not None else args.tiling
+    size = int(model.sam.image_size)
+    with user_errors(ValueError, prefix="--tile-shape / --halo: "):
+        grid = TileGrid.for_model(plane, size, tiling, args.halo)
+    return grid
+
+
+def tiled_embeddings(
+    args: argparse.Namespace, model: Any, image: Any, spatial: list[int], grid: Any,
+    capacity: int, source: str, rgb: bool = False,
+) -> Any:
+    """An :class:`~napari_sam.store.provider.EmbeddingProvider` of the tiles of every
+    slice (keys ``(*slice_index, tile_row, tile_col)``; at most ``capacity`` tile
+    embeddings in RAM; ``--store`` read and filled, one entry per tile, replaced only
+    with ``--overwrite``); ``.layout`` is the :class:`~napari_sam.store.TiledLayout`."""
+    from ..store import SliceLayout, TiledLayout
+    from ..store.provider import EmbeddingProvider
+    from .io import reading
+
+    layout = TiledLayout(SliceLayout.for_shape(image.shape, spatial=spatial, rgb=rgb), grid)
+    with store_errors("--store"):
+        return EmbeddingProvider(
+            model,
+            image,
+            layout,
+            store=getattr(args, "store", None) or None,
+            overwrite=bool(getattr(args, "overwrite", False)),
+            capacity=capacity,
+            reading=lambda: reading(source),
+        )

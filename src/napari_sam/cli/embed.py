@@ -2,7 +2,9 @@
 
 Reads the image with the CLI's one reader (:func:`napari_sam.cli.io.read_image`: TIFF,
 zarr, ``.npy``, all lazy); only the slices being computed are read. Runs here, or on
-Dask (``--scheduler ADDR`` / ``--workers N``).
+Dask (``--scheduler ADDR`` / ``--workers N``). Slices larger than the model input are
+embedded by tiles (``--tiling auto``, the default; ``--tile-shape`` / ``--halo``;
+docs/tiling.md): one store entry per tile, resumable like slices.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import UserError
-from .common import load_model, user_errors
+from .common import add_tiling_arguments, load_model, tile_grid, user_errors
 from .io import read_image
 
 HELP = "precompute SAM embeddings of an image (TIFF, zarr, .npy) into a zarr store"
@@ -60,6 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address")
     g.add_argument("--workers", type=int, metavar="N", help="start a local Dask cluster")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_tiling_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from ..store import (
         ModelSpec,
         SliceLayout,
+        TiledLayout,
         default_store_path,
         parse_slices,
         precompute,
@@ -97,6 +101,17 @@ def run(args: argparse.Namespace) -> int:
         args.device,
         args.precision,
     )
+    model = None
+    if args.tiling != "off" or args.tile_shape is not None or args.halo is not None:
+        model = load_model(args)  # its input size decides the tiles (also with Dask)
+        grid = tile_grid(args, model, layout.slice_size)
+        if grid is not None:  # one store entry per (slice, tile)
+            layout = TiledLayout(layout, grid)
+            indices = [(*i, *t) for i in indices for t in grid.tiles()]
+            print(
+                f"tiles: {grid.shape[0]} × {grid.shape[1]} of {grid.tile[0]} × {grid.tile[1]} "
+                f"px + halo {grid.halo[0]} px per slice"
+            )
     out = args.out or default_store_path(
         args.image,
         args.model,
@@ -107,8 +122,8 @@ def run(args: argparse.Namespace) -> int:
     )
     scheduler = args.scheduler if args.scheduler is not None else args.workers
     if scheduler is None:  # here: load it now, so its errors are reported as the user's
-        model = load_model(args)
-        kw: dict[str, Any] = {"load": lambda _spec: model}
+        loaded = model if model is not None else load_model(args)
+        kw: dict[str, Any] = {"load": lambda _spec: loaded}
     else:  # the workers load it; check what can be checked here
         kw = {}
         if args.checkpoint is None and Path(args.model).suffix not in (".pt", ".pth", ".ckpt"):
@@ -130,14 +145,15 @@ def run(args: argparse.Namespace) -> int:
         source=str(Path(args.image).resolve()),
         **kw,
     )
-    return _run(steps, out, args.no_progress)
+    return _run(steps, out, args.no_progress, layout)
 
 
-def _run(steps: Any, out: Any, quiet: bool) -> int:
+def _run(steps: Any, out: Any, quiet: bool, layout: Any = None) -> int:
     """Run the precompute generator under the progress bar. Store errors are rephrased
     with the command's flags (``--overwrite`` / ``--out``); weights that cannot be
     downloaded and a bad checkpoint are reported by the top level (exit 2); a Dask
     scheduler that cannot be reached is a user error; anything else is a bug."""
+    from ..store import TiledLayout
     from .common import dask_errors, store_errors
     from .progress import drive
 
@@ -148,5 +164,6 @@ def _run(steps: Any, out: Any, quiet: bool) -> int:
 
     with store_errors("--out"), dask_errors():
         drive(steps, "embed", "slice", quiet=quiet, on_step=note)
-    print(f"{out}: {last[0]}/{last[1]} slices complete")
+    unit = "tiles" if isinstance(layout, TiledLayout) else "slices"
+    print(f"{out}: {last[0]}/{last[1]} {unit} complete")
     return 0

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
             f"contrast limits {limits}" if limits else f"percentiles {norm['percentiles']}",
         ),
         ("embeddings", f"{_shape(info['embedding_shape'])} {info['storage_dtype']}"),
-        ("complete", f"{info['slices_complete']}/{info['slices_total']} slices" + _damaged(info)),
+        ("complete", _complete(info)),
         ("schema", str(info["schema_version"])),
     ]
     for key, value in rows:
@@ -60,6 +60,19 @@ def _plan(plan: dict | None) -> str:
 
 def _shape(t: tuple) -> str:
     return "(" + ", ".join(str(v) for v in t) + ")" if t else "()"
+
+
+def _complete(info: dict) -> str:
+    """Slices complete, or for a tiled store tiles complete (and the grid)."""
+    tiles = info.get("tiles")
+    if not tiles:
+        return f"{info['slices_complete']}/{info['slices_total']} slices" + _damaged(info)
+    n = info["tiles_total"] // max(info["slices_total"], 1)
+    return (
+        f"{info['tiles_complete']}/{info['tiles_total']} tiles ({n} per slice: "
+        f"{tiles['tile'][0]} × {tiles['tile'][1]} px + halo {tiles['halo'][0]} px)"
+        + _damaged(info).replace("slices", "tiles")
+    )
 
 
 def _damaged(info: dict) -> str:

@@ -30,7 +30,7 @@ import argparse
 import numpy as np
 
 from . import UserError
-from .common import OVERWRITE_HELP
+from .common import OVERWRITE_HELP, add_tiling_arguments
 
 HELP = "propagate objects annotated on some slices (SEEDS labels) through a 3D / 4D image"
 
@@ -69,10 +69,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_tiling_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .common import load_model, store_errors, volume_embeddings
+    from .common import load_model, store_errors, tile_grid, tiled_embeddings, volume_embeddings
     from .io import check_output, read_image, reading, write_labels
 
     out = check_output(args.out, args.overwrite)
@@ -103,12 +104,22 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--objects {unknown}: not in {args.labels} (its ids: {_ids(ids)})")
     model = load_model(args)
     spatial = [a for a in range(nd - 3, nd) if a != axis]
-    embeddings = volume_embeddings(args, model, image, spatial, args.cache_slices, args.image)
+    grid = tile_grid(args, model, (image.shape[spatial[0]], image.shape[spatial[1]]))
+    if grid is None:
+        embeddings = volume_embeddings(args, model, image, spatial, args.cache_slices, args.image)
+    else:
+        embeddings = tiled_embeddings(
+            args, model, image, spatial, grid, args.cache_slices, args.image
+        )
+        print(
+            f"tiles: {grid.shape[0]} × {grid.shape[1]} of {grid.tile[0]} × {grid.tile[1]} px "
+            f"+ halo {grid.halo[0]} px per plane"
+        )
     result = seeds.copy()
     times = range(image.shape[0]) if nd == 4 else [None]
     with store_errors("--store"):  # a stored slice whose data changed
         for t in times:
-            _propagate_one(args, model, embeddings, seeds, result, axis, t)
+            _propagate_one(args, model, embeddings, seeds, result, axis, t, grid)
     write_labels(out, result, overwrite=args.overwrite)
     grown = int(np.count_nonzero(result != seeds))
     print(f"{ids.size} object(s), {grown} voxels added → {out}")
@@ -120,8 +131,11 @@ def _ids(ids: np.ndarray) -> str:
     return shown + (f", … ({ids.size} ids)" if ids.size > 10 else "")
 
 
-def _propagate_one(args, model, embeddings, seeds, result, axis: int, t: int | None) -> None:
+def _propagate_one(
+    args, model, embeddings, seeds, result, axis: int, t: int | None, grid=None
+) -> None:
     from ..engine.propagate import Propagator
+    from ..engine.propagate.tiled import TiledPropagator
     from .common import user_errors
     from .progress import drive
 
@@ -135,19 +149,30 @@ def _propagate_one(args, model, embeddings, seeds, result, axis: int, t: int | N
     # slices between the lowest and highest annotated slice may be needed by both sweeps
     annotated = np.flatnonzero(np.isin(vol, sorted(objects)).any(axis=(1, 2)))
     embeddings.clear()
-    embeddings.keep((*lead, z) for z in range(annotated.min() + 1, annotated.max()))
-    with user_errors(ValueError):  # --mode / --iou-stop / ... out of range
-        prop = Propagator(
-            model,
-            lambda z: embeddings.get((*lead, z)),
-            vol,
-            sorted(objects),
-            mode=args.mode,
-            iou_stop=args.iou_stop,
-            area_factor=args.area_factor,
-            shrink_stop=args.shrink_stop,
-            max_slices=args.max_slices,
-        )
+    between = range(annotated.min() + 1, annotated.max())
+    options = {
+        "mode": args.mode,
+        "iou_stop": args.iou_stop,
+        "area_factor": args.area_factor,
+        "shrink_stop": args.shrink_stop,
+        "max_slices": args.max_slices,
+    }
+    with user_errors(ValueError):  # --mode / --iou-stop / ... out of range; object > tile
+        if grid is None:
+            embeddings.keep((*lead, z) for z in between)
+            prop = Propagator(
+                model, lambda z: embeddings.get((*lead, z)), vol, sorted(objects), **options
+            )
+        else:  # one group of objects per tile, one after the other (engine/propagate/tiled)
+            prop = TiledPropagator(
+                model,
+                grid,
+                lambda z, tile: embeddings.get((*lead, z, *tile)),
+                vol,
+                sorted(objects),
+                **options,
+            )
+            embeddings.keep((*lead, z, *tile) for tile in prop.groups for z in between)
     desc = "propagate" if t is None else f"propagate t={t}"
     found = drive(prop.run(), desc, "slice", quiet=args.no_progress)
     result[lead] = np.moveaxis(found, 0, sub_axis)

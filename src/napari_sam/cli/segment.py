@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from . import UserError
-from .common import OVERWRITE_HELP
+from .common import OVERWRITE_HELP, add_tiling_arguments
 
 HELP = "segment objects from point/box prompts (CSV) into a label image + PNG overlay"
 
@@ -47,11 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--out", default="napari-sam-out", help="output folder")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    add_tiling_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..session import SegmentationSession, commit_mask
-    from .common import load_model, user_errors
+    from .common import load_model, tile_grid, user_errors
     from .io import check_output, read_image, write_labels, write_overlay
     from .prompts_csv import id_mapping, read_prompts
 
@@ -70,16 +71,28 @@ def run(args: argparse.Namespace) -> int:
     ids = id_mapping(prompts)
     model = load_model(args)
     rgb = image.ndim == 3  # _select_slice: (H, W) or (H, W, 3|4)
-    session = SegmentationSession(model, image, rgb, store_path=None)
-    emb = session.embedding(())  # the slice is encoded once, for every object
+    grid = tile_grid(args, model, image.shape[:2])
+    tiles = "off" if grid is None else grid.tile
+    session = SegmentationSession(
+        model, image, rgb, store_path=None, tiling=tiles, halo=None if grid is None else grid.halo
+    )  # untiled: the slice is encoded once; tiled: each tile a prompt needs, once
+    if grid is not None:
+        print(
+            f"tiles: {grid.shape[0]} × {grid.shape[1]} of {grid.tile[0]} × {grid.tile[1]} px "
+            f"+ halo {grid.halo[0]} px (each prompt is answered on one tile)"
+        )
     labels = np.zeros(image.shape[:2], np.uint32)
     for obj, _id in ids.items():  # ids are 1..N in this order: commit order = id order
         q = prompts[obj]
         pts = np.asarray(q.get("points", np.zeros((0, 2))), float)
         lab = np.asarray(q.get("labels", np.zeros(0, int)))
         box = q.get("box")
+        with user_errors(ValueError, prefix=f"object {obj!r}: "):  # no tile can answer it
+            tile = session.tile_for(pts, lab, box)
+        # the embedding outside user_errors: an encoder failure is a bug, not the user's
+        session.embedding(()) if tile is None else session.tile_embedding((), tile)
         with user_errors(ValueError, prefix=f"object {obj!r}: "):  # outside the slice, ...
-            preview = session.predict((), emb, pts, lab, box, request=0)
+            preview = session.prompt((), pts, lab, box, request=0)  # that embedding, in RAM
         commit_mask(labels, preview.mask)  # next free id; never over earlier objects
     write_labels(labels_path, labels, overwrite=args.overwrite)
     write_overlay(overlay_path, image, labels, overwrite=args.overwrite)

@@ -11,7 +11,10 @@ import numpy as np
 @dataclass(frozen=True)
 class Preview:
     """A predicted mask for the slice ``index`` (H, W) bool, with its score and the
-    request number that produced it (newer requests win)."""
+    request number that produced it (newer requests win). On a tiled slice ``tile`` is
+    the tile that answered it and ``region`` its outer region (row_min, col_min,
+    row_max, col_max) in slice pixels; ``logits`` are then that tile's (its
+    refinements stay on it); the mask is placed at slice coordinates."""
 
     index: tuple[int, ...]
     mask: np.ndarray
@@ -20,6 +23,8 @@ class Preview:
     logits: np.ndarray | None = None  # low-res logits of the mask, for refinement
     prompts: tuple = ()  # (points as tuples, labels, box) that produced it
     outline: np.ndarray | None = None  # (H, W) bool: the mask's edge, as a GUI displays it
+    tile: tuple[int, int] | None = None  # the tile that answered (tiled slices)
+    region: tuple[int, int, int, int] | None = None  # its outer region, slice pixels
 
 
 def prompt_key(points: np.ndarray, labels: np.ndarray, box: np.ndarray | None) -> tuple:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ from ..engine.embedding import Embedding
 from ..engine.image import Normalization
 from ..engine.loader import SamModel
 from ..engine.progress import Progress
-from .preview import Preview, prompt_key
+from ..engine.tiling import place
+from .preview import Preview, is_refinement, prompt_key
+from .tiled import choose_tile, to_region
 
 RAM_SLICES = 8  # embeddings kept in RAM besides the zarr store (the widget's default)
 
@@ -35,6 +38,12 @@ class SegmentationSession:
     widget asks the user) or is replaced (``"overwrite"``: only after the user said so).
     In ``"error"`` mode a stored slice whose image data changed is not used and not
     replaced: that slice is encoded into RAM only and listed in :attr:`stale`.
+    tiling / halo: ``"off"`` (default: the whole slice is resized into the model input),
+    ``"auto"`` (tiles when a slice exceeds the input) or a tile shape (th, tw), and the
+    halo in pixels (default: :meth:`~napari_sam.engine.tiling.TileGrid.for_model`). With
+    tiles (:attr:`grid` not None) embeddings are per (slice, tile) (one store entry per
+    tile, computed only when a prompt needs it) and :meth:`prompt` answers each prompt on one
+    tile (:mod:`.tiled`).
     """
 
     def __init__(
@@ -46,18 +55,23 @@ class SegmentationSession:
         normalization: Normalization | None = None,
         on_mismatch: str = "error",
         ram_slices: int = RAM_SLICES,
+        tiling: str | tuple[int, int] = "off",
+        halo: int | None = None,
     ) -> None:
-        from ..store import EmbeddingProvider, SliceLayout
+        from ..engine.tiling import TileGrid
+        from ..store import EmbeddingProvider, SliceLayout, TiledLayout
 
         if on_mismatch not in ("error", "overwrite"):
             raise ValueError(f"on_mismatch must be 'error' or 'overwrite', got {on_mismatch!r}")
         self.model = model
         self.image = image
         self.normalization = normalization or Normalization()
+        slices = SliceLayout.for_shape(image.shape, rgb=rgb)
+        self.grid = TileGrid.for_model(slices.slice_size, model.sam.image_size, tiling, halo)
         self.embeddings = EmbeddingProvider(
             model,
             image,
-            SliceLayout.for_shape(image.shape, rgb=rgb),
+            slices if self.grid is None else TiledLayout(slices, self.grid),
             normalization=self.normalization,
             store=store_path,
             overwrite=on_mismatch == "overwrite",
@@ -101,7 +115,85 @@ class SegmentationSession:
         yields Progress with ``done`` counting the slices already complete."""
         return self.embeddings.precompute(indices)
 
+    def tile_embedding(self, index: tuple[int, ...], tile: tuple[int, int]) -> Embedding:
+        """A tile's embedding on a tiled slice (RAM → encoder). Worker threads only."""
+        return self.embeddings.get((*tuple(index), *tuple(tile)))
+
+    def tiles_around(
+        self, index: tuple[int, ...], tile: tuple[int, int], limit: int | None = None
+    ) -> Iterator[Progress]:
+        """Embed the tiles of slice ``index`` nearest to ``tile`` first
+        (:meth:`~napari_sam.engine.tiling.TileGrid.by_distance`: the tile itself, then its
+        neighbours ring by ring), at most ``limit`` of them (default: as many as RAM holds
+        — more would evict the first ones without a store); yields Progress per tile.
+        What a prompt does next, in a worker thread; closing the generator stops after
+        the current tile. Tiles already in RAM or in the store are not recomputed."""
+        if self.grid is None:
+            raise ValueError("this session's slices are not tiled")
+        order = self.grid.by_distance(tile)
+        n = min(len(order), self.embeddings.capacity if limit is None else int(limit))
+        keys = [(*tuple(index), *t) for t in order[:n]]
+        return self.embeddings.prefetch(keys)
+
+    def tile_for(
+        self,
+        points: np.ndarray,
+        labels: np.ndarray,
+        box: np.ndarray | None,
+        previous: Preview | None = None,
+    ) -> tuple[int, int] | None:
+        """The tile :meth:`prompt` answers these prompts on (None: the slice is not
+        tiled); :class:`~.tiled.TileError` when no tile can. Cheap: nothing embedded."""
+        if self.grid is None:
+            return None
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        lab = np.asarray(labels).reshape(-1)
+        refine = previous is not None and is_refinement(
+            previous.prompts, prompt_key(pts, lab, box)
+        )
+        return choose_tile(self.grid, pts, lab, box, previous.tile if refine else None)  # type: ignore[union-attr]
+
     # ------------------------------------------------------------------- predict
+    def prompt(
+        self,
+        index: tuple[int, ...],
+        points: np.ndarray,
+        labels: np.ndarray,
+        box: np.ndarray | None,
+        request: int,
+        *,
+        previous: Preview | None = None,
+    ) -> Preview:
+        """Mask for one object from the prompts of one slice, computing the embedding it
+        needs (worker threads only): on an untiled slice :meth:`predict` on the slice's
+        embedding; on a tiled one on the tile chosen by :func:`.tiled.choose_tile` (only
+        that tile is embedded), with the mask placed at slice coordinates. previous: the
+        object's last preview — when these prompts refine it (more clicks, same box) its
+        logits are the mask input and, tiled, its tile is kept. Raises
+        :class:`~.tiled.TileError` for a prompt no tile can answer."""
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        lab = np.asarray(labels).reshape(-1)
+        refine = previous is not None and is_refinement(
+            previous.prompts, prompt_key(pts, lab, box)
+        )
+        mask_input = previous.logits if refine else None  # type: ignore[union-attr]
+        if self.grid is None:
+            emb = self.embedding(index)
+            return self.predict(index, emb, pts, lab, box, request, mask_input=mask_input)
+        tile = self.tile_for(pts, lab, box, previous)
+        assert tile is not None
+        region = self.grid.outer(tile)
+        emb = self.tile_embedding(index, tile)
+        tp, tb = to_region(pts, box, region)
+        r = self.predict(index, emb, tp, lab, tb, request, mask_input=mask_input)
+        return replace(
+            r,
+            mask=place(r.mask, region, self.grid.plane),
+            prompts=prompt_key(pts, lab, box),
+            tile=tile,
+            region=region,
+        )
+
     def predict(
         self,
         index: tuple[int, ...],

@@ -29,6 +29,7 @@ from .provider import EmbeddingProvider
 from .regions import RegionKey, RegionLayout
 from .schema import ModelSignature, fingerprint
 from .slicing import SliceLayout, parse_slices
+from .tiled_layout import TiledLayout
 
 __all__ = [
     "EmbeddingProvider",
@@ -45,6 +46,7 @@ __all__ = [
     "StoreMismatchError",
     "StoreReadError",
     "StoreWriteError",
+    "TiledLayout",
     "default_store_path",
     "fingerprint",
     "load_spec",

@@ -37,7 +37,7 @@ from .files import (
     write_errors,
 )
 from .schema import ATTRS_KEY, MARKER_SIZE, signature_diff
-from .slicing import SliceLayout
+from .tiled_layout import key_shape, layout_from_dict
 
 Mode = Literal["r", "r+", "a"]
 
@@ -153,7 +153,7 @@ def ensure_arrays(group: zarr.Group, attrs: dict[str, Any], mode: str, path: Pat
         return
     if mode == "r":
         raise StoreError(f"store {path} is incomplete; open it writable to repair")
-    lead = SliceLayout.from_dict(attrs["image"]).slice_shape
+    lead = key_shape(layout_from_dict(attrs["image"]))  # slice axes (+ tile axes)
     ones = (1,) * len(lead)
     emb_shape = tuple(attrs["model"]["embedding_shape"])
     with write_errors(path, "creating the store's arrays"):

@@ -57,6 +57,7 @@ from .schema import (
     fingerprint,
 )
 from .slicing import Index, SliceLayout
+from .tiled_layout import TiledLayout, key_shape, layout_from_dict, region_size
 
 DEFAULT_DTYPE = "float16"  # measured: docs/cache.md, benchmarks/store_dtype.py
 OnMismatch = Literal["error", "overwrite"]
@@ -84,7 +85,8 @@ class EmbeddingStore:
         self.attrs = attrs
         self.model = model
         self.sam_model = sam_model
-        self.layout = SliceLayout.from_dict(attrs["image"])
+        self.layout = layout_from_dict(attrs["image"])  # tiled: (slice..., tile) keys
+        self.region_size = region_size(self.layout)
         norm = attrs["normalization"]
         cl = norm["contrast_limits"]
         self.normalization = Normalization(
@@ -112,7 +114,7 @@ class EmbeddingStore:
         model: Any,
         *,
         image: Any = None,
-        layout: SliceLayout | None = None,
+        layout: SliceLayout | TiledLayout | None = None,
         normalization: Normalization | None = None,
         dtype: str | None = None,
         mode: Mode = "a",
@@ -147,11 +149,14 @@ class EmbeddingStore:
             stored = read_attrs(path)
             if stored is None:
                 raise ValueError("give the image or its layout to create a store")
-            layout = SliceLayout.from_dict(stored["image"])
+            layout = layout_from_dict(stored["image"])
         if image is not None and tuple(image.shape) != layout.shape:
             raise ValueError(f"image shape {tuple(image.shape)} ≠ layout shape {layout.shape}")
         norm = normalization or Normalization()
-        input_size = resized_shape(*layout.slice_size, int(sig.transform["image_size"]))
+        if isinstance(layout, TiledLayout):  # tiles are embedded at native resolution
+            input_size = layout.region_size
+        else:
+            input_size = resized_shape(*layout.slice_size, int(sig.transform["image_size"]))
         wanted = build_attrs(
             sig, layout.to_dict(), norm.signature(), dtype or DEFAULT_DTYPE, input_size, source
         )
@@ -199,10 +204,11 @@ class EmbeddingStore:
                 )
             return self.layout.read(self.image, index)
         data = np.asarray(data)
-        if data.shape[:2] != self.layout.slice_size:
+        if data.shape[:2] != self.region_size:
+            what = "tile region" if isinstance(self.layout, TiledLayout) else "slice"
             raise ValueError(
-                f"slice data of shape {data.shape} does not match the store's slice size "
-                f"{self.layout.slice_size}"
+                f"slice data of shape {data.shape} does not match the store's {what} size "
+                f"{self.region_size}"
             )
         return data
 
@@ -223,18 +229,18 @@ class EmbeddingStore:
 
     def is_complete(self, index: int | Iterable[int]) -> bool:
         """True when the slice has a completion marker (its data is not checked)."""
-        return self._marker(self.layout.check_index(index)) is not None
+        return self._marker(self.layout.check_key(index)) is not None
 
     def _scan(self, indices: Iterable[Index] | None) -> tuple[list[Index], list[Index]]:
         """(missing, damaged) among ``indices``: without a valid marker, or marked
         complete but with an embedding chunk of the wrong size (a power cut)."""
         idx = [
-            self.layout.check_index(i)
-            for i in (self.layout.indices() if indices is None else indices)
+            self.layout.check_key(i)
+            for i in (self.layout.region_keys() if indices is None else indices)
         ]
         ok = [i for i in idx if not self._marker_files.damaged(i)]
         raw = None
-        if len(ok) > 8 and len(ok) * 4 >= self.layout.n_slices:
+        if len(ok) > 8 and len(ok) * 4 >= self.layout.n_regions:
             raw = self._read(self._markers, (Ellipsis,), "the completion markers")
         if raw is not None:
             marked = {i for i in ok if Marker.decode(raw[i]) is not None}
@@ -259,7 +265,7 @@ class EmbeddingStore:
         data: the slice as numpy (H, W) / (H, W, 3|4); default: read from the bound image.
         Raises :class:`StaleSliceError` for changed data when ``on_mismatch="error"``.
         """
-        idx = self.layout.check_index(index)
+        idx = self.layout.check_key(index)
         marker = self._marker(idx)
         if marker is None:
             return None
@@ -274,7 +280,7 @@ class EmbeddingStore:
         if values is None or chunk_checksum(values, self._salt) != marker.checksum:
             return None
         features = torch.from_numpy(values.astype(np.float32))[None]
-        return Embedding(features, self.layout.slice_size, self.input_size, self.model.weights_hash)
+        return Embedding(features, self.region_size, self.input_size, self.model.weights_hash)
 
     def put(
         self,
@@ -290,7 +296,7 @@ class EmbeddingStore:
         Raises :class:`StoreMismatchError` (nothing trusted is written) when the store at
         this path is no longer the one that was opened (replaced or removed by another
         process): checked before and after writing."""
-        idx = self.layout.check_index(index)
+        idx = self.layout.check_key(index)
         if self.read_only:
             raise StoreWriteError(f"store {self.path} was opened read-only", errno.EROFS)
         want = (1, *self.model.embedding_shape)
@@ -300,12 +306,13 @@ class EmbeddingStore:
             )
         if embedding.model_hash != self.model.weights_hash:
             raise ValueError("embedding was computed with other model weights than the store's")
-        if tuple(embedding.original_size) != self.layout.slice_size or tuple(
+        if tuple(embedding.original_size) != self.region_size or tuple(
             embedding.input_size
         ) != tuple(self.input_size):
             raise ValueError(
-                f"embedding is for a slice of {tuple(embedding.original_size)}, the store's "
-                f"slices are {self.layout.slice_size}"
+                f"embedding is for a slice of {tuple(embedding.original_size)} resized to "
+                f"{tuple(embedding.input_size)}, the store's entries are {self.region_size} "
+                f"at {tuple(self.input_size)}"
             )
         fp = slice_fingerprint or fingerprint(self._slice_data(idx, data))
         values = embedding.features[0].detach().to("cpu", torch.float32).numpy()
@@ -324,7 +331,7 @@ class EmbeddingStore:
 
     def invalidate(self, index: int | Iterable[int]) -> None:
         """Forget a slice (its marker); it counts as missing afterwards."""
-        idx = self.layout.check_index(index)
+        idx = self.layout.check_key(index)
         with write_errors(self.path, f"invalidating slice {idx}"):
             self._markers[idx] = 0
 
@@ -332,17 +339,17 @@ class EmbeddingStore:
         """Summary: model, precision, image shape, slices complete / damaged / total
         (:func:`~.files.summarize`)."""
         missing, damaged = self._scan(None)
-        return summarize(self.attrs, self.layout.n_slices - len(missing), len(damaged))
+        return summarize(self.attrs, self.layout.n_regions - len(missing), len(damaged))
 
 
 class _ChunkFiles:
     """The chunk file of each slice of one store array (local file system, raw bytes:
     every written chunk has the same size, so a truncated one shows in its size)."""
 
-    def __init__(self, root: Path, array: zarr.Array, layout: SliceLayout) -> None:
+    def __init__(self, root: Path, array: zarr.Array, layout: Any) -> None:
         self.root = root
         self.meta = array.metadata
-        self.tail = (0,) * (array.ndim - len(layout.slice_shape))
+        self.tail = (0,) * (array.ndim - len(key_shape(layout)))
         codecs = getattr(self.meta, "codecs", ())
         raw = all(isinstance(c, zarr.codecs.BytesCodec) for c in codecs)
         self.size = math.prod(array.chunks) * array.dtype.itemsize if raw else None

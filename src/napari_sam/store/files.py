@@ -201,10 +201,15 @@ def remove_store(path: Path) -> None:
 
 def summarize(attrs: dict[str, Any], n_complete: int, n_damaged: int = 0) -> dict[str, Any]:
     """What :func:`store_info` / ``EmbeddingStore.info`` report; ``slices_damaged``:
-    slices marked complete whose embedding chunk is truncated (counted as missing)."""
-    from .slicing import SliceLayout
+    slices marked complete whose embedding chunk is truncated (counted as missing).
+    A tiled store counts entries (tiles): ``tiles_complete`` / ``tiles_total``, and
+    ``slices_complete`` / ``slices_damaged`` are then tile counts too (``tiles`` is the
+    grid, else None)."""
+    from .tiled_layout import TiledLayout, layout_from_dict
 
-    layout = SliceLayout.from_dict(attrs["image"])
+    tiled = layout_from_dict(attrs["image"])
+    layout = tiled.slices if isinstance(tiled, TiledLayout) else tiled
+    grid = tiled.grid if isinstance(tiled, TiledLayout) else None
     return {
         "model": attrs["model"]["name"],
         "weights_hash": attrs["model"]["weights_hash"],
@@ -224,6 +229,10 @@ def summarize(attrs: dict[str, Any], n_complete: int, n_damaged: int = 0) -> dic
         "slices_complete": n_complete,
         "slices_damaged": n_damaged,
         "slices_total": int(np.prod(layout.slice_shape, dtype=np.int64)),
+        # tiled stores (docs/tiling.md): one entry per tile; complete / damaged count tiles
+        "tiles": None if grid is None else grid.to_dict(),
+        "tiles_complete": None if grid is None else n_complete,
+        "tiles_total": None if grid is None else tiled.n_regions,  # type: ignore[union-attr]
     }
 
 

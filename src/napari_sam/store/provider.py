@@ -9,7 +9,10 @@ Used by the widget's session, the command line (``segment``, ``amg``, ``propagat
     emb = provider.get((z,))                 # RAM → store → encoder (→ store)
     for p in provider.precompute(): ...      # Progress; local or scheduler=... (Dask)
 
-Keys are region keys (:mod:`.regions`): the caller's slice index today. Thread-safe:
+Keys are region keys (:mod:`.regions`): the caller's slice index, or with a
+:class:`~.tiled_layout.TiledLayout` ``(*slice_index, tile_row, tile_col)`` — a tile's
+outer region embedded at native resolution (a store entry per tile).
+Thread-safe:
 any number of threads may call :meth:`get`; two threads asking for the same key
 compute it once (the second waits for the first). RAM holds at most ``capacity``
 embeddings; keys marked with :meth:`keep` (asked for again later, e.g. the slices both
@@ -98,6 +101,8 @@ class EmbeddingProvider:
                 raise ValueError("give the image, its layout or an opened store")
         if normalization is None:
             normalization = opened.normalization if opened is not None else Normalization()
+        # a tiled layout (.tiled_layout): regions are tiles embedded at native resolution
+        self.native = bool(getattr(layout, "native", False))
         self.model, self.image, self.layout = model, image, layout
         self.normalization = normalization
         self.capacity, self.on_stale = capacity, on_stale
@@ -229,7 +234,7 @@ class EmbeddingProvider:
                 raise ValueError(
                     f"region {key} is not in the store and this provider has no loaded model"
                 )
-            emb = self._encoder(data)
+            emb = self._encoder(data, resize=False) if self.native else self._encoder(data)
             with self._lock:
                 self.computed += 1
             if self.store is not None and not stale:
@@ -258,7 +263,8 @@ class EmbeddingProvider:
             if self._check is not None:
                 for key, pixels in zip(mine, data, strict=False):
                     self._check(key, pixels)
-            embeddings = self._encoder.many(data)  # type: ignore[union-attr]
+            encoder: Any = self._encoder  # tiles: native resolution (never resized)
+            embeddings = encoder.many(data, resize=False) if self.native else encoder.many(data)
             with self._lock:
                 self.computed += len(mine)
             for key, emb, pixels in zip(mine, embeddings, data, strict=False):
@@ -293,7 +299,7 @@ class EmbeddingProvider:
         yield Progress(0, len(wanted), "prefetching")
         for done, key in enumerate(wanted, 1):
             self.get(key)
-            yield Progress(done, len(wanted), f"slice {key}")
+            yield Progress(done, len(wanted), f"{'tile' if self.native else 'slice'} {key}")
 
     def precompute(
         self,

@@ -4,10 +4,10 @@ that get one embedding each.
 A *region key* is opaque to the callers of :class:`~.provider.EmbeddingProvider`: they
 pass the index tuple of a slice (over the image's non-spatial axes, as napari addresses
 non-displayed axes — docs/architecture.md) and never build store indices themselves.
-Today one region is one whole 2D slice and its key IS that slice index
-(:class:`~.slicing.SliceLayout` implements :class:`RegionLayout`). Tiled embeddings add
-keys ``(slice index, tile)`` in a tiled layout and in the store only; the provider
-resolves a caller's slice to its regions.
+With a :class:`~.slicing.SliceLayout` one region is one whole 2D slice and its key IS
+that slice index. With a :class:`~.tiled_layout.TiledLayout` (planes larger than the
+model input, docs/tiling.md) one region is one tile's outer region and its key is
+``(*slice_index, tile_row, tile_col)``; the store then holds one entry per tile.
 """
 
 from __future__ import annotations

@@ -149,6 +149,7 @@ _COMPARED = (
     (("image", "channel_axis"), "channel axis"),
     (("image", "channel"), "channel"),
     (("input_size",), "model input size"),
+    (("image", "tiles"), "tiling (plane, tile, halo)"),
 )
 
 
@@ -239,10 +240,10 @@ def attrs_problem(attrs: Any) -> str | None:
     ):
         return f"field 'store_id' has an invalid value {_short(attrs.get('store_id'))!r}"
     from ..engine.image import Normalization
-    from .slicing import SliceLayout
+    from .tiled_layout import layout_from_dict
 
     try:
-        SliceLayout.from_dict(attrs["image"])
+        layout_from_dict(attrs["image"])
         norm = attrs["normalization"]
         cl = norm["contrast_limits"]
         Normalization(None if cl is None else (cl[0], cl[1]), tuple(norm["percentiles"]))
