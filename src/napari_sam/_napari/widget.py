@@ -83,6 +83,10 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
         self.add_tab(self.propagate_panel, "Propagate")
         self.amg_panel = AmgPanel(self)
         self.add_tab(self.amg_panel, "Automatic")
+        from .export_panel import ExportPanel
+
+        self.export_panel = ExportPanel(self)
+        self.add_tab(self.export_panel, "Export")
         self.image_combo.currentTextChanged.connect(self._on_choice_changed)
         self.channel_combo.currentTextChanged.connect(self._on_choice_changed)
         self.viewer.layers.events.inserted.connect(self._refresh_layer_lists)
@@ -203,7 +207,9 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
         )
         return label_id
 
-    def _undo_target(self) -> Labels | None:
+    def chosen_labels(self) -> Labels | None:
+        """The labels layer chosen in the combo, else the last one written, else None
+        (never creates one)."""
         name = self.labels_combo.currentText()
         if name != NEW_LABELS and name in self.viewer.layers:
             return self.viewer.layers[name]
@@ -213,7 +219,7 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
     def undo_commit(self) -> None:
         """Undo the last change of the target labels layer (a commit, a propagation, an
         automatic segmentation — one step each), wherever the user is."""
-        labels = self._undo_target()
+        labels = self.chosen_labels()
         if labels is None or not labels._undo_history:
             self.set_status("nothing to undo")
             return
@@ -221,7 +227,7 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
         self.set_status(f"undone (labels {labels.name!r}); Ctrl+Shift+Z redoes it")
 
     def redo_commit(self) -> None:
-        labels = self._undo_target()
+        labels = self.chosen_labels()
         if labels is None or not labels._redo_history:
             self.set_status("nothing to redo")
             return
@@ -325,4 +331,6 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
             self.layers.release()
 
     def _job_cancels(self) -> list:
-        return [p.cancel_event for p in (self.propagate_panel, self.amg_panel)]
+        return [
+            p.cancel_event for p in (self.propagate_panel, self.amg_panel, self.export_panel)
+        ]
