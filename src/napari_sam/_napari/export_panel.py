@@ -142,6 +142,7 @@ class ExportPanel(JobPanel, QWidget):
         if self.worker is not None:
             w.set_status("an export is already running")
             return None
+        w.sync_provenance(layer)
         data = layer.data[0] if layer.multiscale else layer.data
         try:
             cal = Calibration.from_layer_meta(layer.as_layer_data_tuple()[1], data.ndim)
@@ -149,6 +150,8 @@ class ExportPanel(JobPanel, QWidget):
             w.set_status(f"export: {err}")
             return None
         prov = layer.metadata.get(PROVENANCE_KEY)
+        if prov is not None:  # replay's output gets the export's calibration
+            prov = {**prov, "image": {**prov["image"], "calibration": cal.to_dict()}}
         name = layer.name
 
         def job(cancel):

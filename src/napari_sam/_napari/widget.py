@@ -16,6 +16,7 @@ from napari.layers import Labels
 from qtpy.QtCore import QEvent, QTimer
 
 from ..session import Preview, SegmentationSession
+from ..session.provenance import prompted
 from . import adapters, commit
 from .binding import BindingMixin
 from .constants import (
@@ -31,6 +32,7 @@ from .constants import (
 from .controls import NEW_LABELS, ControlsBase
 from .own_layers import OwnLayers
 from .preview import PreviewMixin
+from .recording import Recorder
 from .workers import WorkerOwner
 
 
@@ -56,6 +58,7 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
         self._precompute_cancel: threading.Event | None = None
         self._released = self._docked = False
         self.workers = WorkerOwner(self._on_error)
+        self.recorder = Recorder()  # provenance of the labels layers written
         workers = self.workers
         self.destroyed.connect(lambda *_: setattr(workers, "alive", False))
         self.layers = OwnLayers(
@@ -176,7 +179,13 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
             commit.check_compatible(layer, image, self.channel_axis)
         self._remember_labels(layer)
         self._last_labels = layer
+        if self.session is not None:
+            self.recorder.attach(layer, self.session, bool(image.rgb), self.channel_axis)
         return layer
+
+    def sync_provenance(self, labels: Labels) -> None:
+        """Bring ``labels.metadata[PROVENANCE_KEY]`` in step with its undo history."""
+        self.recorder.sync(labels)
 
     def commit(self) -> int | None:
         """Write the preview as a new object (next free id), one undo step; clear prompts."""
@@ -196,9 +205,9 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
         except ValueError as err:
             self.set_status(str(err))
             return None
-        label_id = commit.commit_slice_mask(
-            labels, self.preview.mask, ctx, overwrite=self.overwrite_existing()
-        )
+        overwrite = self.overwrite_existing()
+        with self.recorder.expect(labels, prompted(self.preview, overwrite), self.session):
+            label_id = commit.commit_slice_mask(labels, self.preview.mask, ctx, overwrite)
         self.clear_prompts()
         self.set_status(
             f"committed object {label_id} (Ctrl+Z undoes it)"
@@ -224,6 +233,7 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
             self.set_status("nothing to undo")
             return
         labels.undo()
+        self.recorder.sync(labels)
         self.set_status(f"undone (labels {labels.name!r}); Ctrl+Shift+Z redoes it")
 
     def redo_commit(self) -> None:
@@ -232,6 +242,7 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
             self.set_status("nothing to redo")
             return
         labels.redo()
+        self.recorder.sync(labels)
         self.set_status(f"redone (labels {labels.name!r})")
 
     # ----------------------------------------------------------------- precompute
@@ -327,6 +338,7 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
         ):
             with contextlib.suppress(TypeError, ValueError, RuntimeError):
                 signal.disconnect(slot)
+        self.recorder.release()
         with contextlib.suppress(RuntimeError, KeyError, ValueError):
             self.layers.release()
 

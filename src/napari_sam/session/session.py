@@ -18,7 +18,7 @@ from ..engine.embedding import Embedding
 from ..engine.image import Normalization
 from ..engine.loader import SamModel
 from ..engine.progress import Progress
-from .preview import Preview, prompt_key
+from .preview import Preview, exact_round, prompt_key
 
 RAM_SLICES = 8  # embeddings kept in RAM besides the zarr store (the widget's default)
 
@@ -112,13 +112,15 @@ class SegmentationSession:
         request: int,
         *,
         mask_input: np.ndarray | None = None,
+        chain: tuple = (),
     ) -> Preview:
         """Mask for one object from the prompts of one slice: points (N, 2) (row, col)
         with labels (N,) 1 / 0, and / or a box (4,) (row_min, col_min, row_max,
         col_max), on the slice's embedding ``emb``. A single click without a box uses
         SAM's 3 candidate masks and keeps the best-scored one. ``mask_input``: the
         previous preview's low-res logits when the user adds a correction click (as
-        SAM's interactive loop does)."""
+        SAM's interactive loop does); ``chain``: then the previous preview's chain of
+        prompt rounds (the new preview's chain is it plus these prompts)."""
         p = self._predictor_for(emb)
         multimask = box is None and len(points) == 1 and mask_input is None
         r = p.predict(
@@ -136,6 +138,7 @@ class SegmentationSession:
             request,
             r.logits[0],
             prompt_key(points, labels, box),
+            chain=(*chain, exact_round(points, labels, box)),
         )
 
     def _predictor_for(self, emb: Embedding) -> Predictor:
