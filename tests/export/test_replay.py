@@ -15,7 +15,7 @@ from napari_sam.cli import main
 from napari_sam.engine.amg import AutomaticMaskGenerator
 from napari_sam.engine.amg.volume import DEMO_PARAMS
 from napari_sam.engine.decode.predictor import Predictor
-from napari_sam.engine.labels import next_free_id
+from napari_sam.engine.labels import merge_new_objects, next_free_id
 from napari_sam.engine.loader import load_model
 from napari_sam.engine.metrics import interior_point
 from napari_sam.engine.propagate import Propagator
@@ -131,18 +131,17 @@ def test_replay_reproduces_every_kind_of_action(demo, volume, tmp_path) -> None:
     d.write(prop.result)
     prov.add_propagated((), [], {}, [new], seed=(4, seed_rounds))
 
-    # 7. automatic masks on slice 1, merged above the largest id
+    # 7. automatic masks on slice 1, merged above the largest id as the widget merges
+    # them (session.commit.plan_automatic_write: rims of existing objects dropped,
+    # consecutive ids)
     amg = AutomaticMaskGenerator(demo, **DEMO_PARAMS)
     res = amg.generate(d.emb[1])
     offset = next_free_id(d.labels) - 1
-    n = int(res.labels.max())
-    assert n >= 3
-    plane = np.where(res.labels > 0, res.labels.astype(np.int64) + offset, 0)
-    free = (plane > 0) & (d.labels[1] == 0)
-    d.labels[1][free] = plane[free]
-    prov.add_automatic((1,), DEMO_PARAMS, range(offset + 1, offset + n + 1),
-                       scores={r.label + offset: (r.predicted_iou, r.stability_score)
-                               for r in res.records})
+    assert int(res.labels.max()) >= 3
+    block, n = merge_new_objects(d.labels[1], res.labels, first_id=offset + 1)
+    assert (d.labels[1] > 0).any() and n >= 3  # merged over existing objects
+    d.labels[1][block > 0] = block[block > 0]
+    prov.add_automatic((1,), DEMO_PARAMS, range(offset + 1, offset + n + 1))
 
     # 8. a manual edit erasing part of object 1; 9. an overwriting click on object c
     region = (slice(4, 5), slice(0, 112), slice(0, 112))

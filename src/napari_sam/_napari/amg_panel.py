@@ -29,6 +29,7 @@ from ..engine.amg import AutomaticMaskGenerator
 from ..engine.amg.volume import DEFAULT_LINK_IOU, DEMO_MIN_SLICES, DEMO_PARAMS, VolumeAmg
 from ..engine.progress import whole_steps
 from ..session.commit import plan_automatic_write
+from ..session.provenance import automatic
 from . import adapters, commit
 from .job_panel import JobPanel, Outcome, cancellable
 
@@ -200,17 +201,18 @@ class AmgPanel(JobPanel, QWidget):
         data, ids = labels.data, commit.id_snapshot(labels)
         overwrite = w.overwrite_existing()
         crops = amg.crop_n_layers > 0  # crops are encoded from the slice itself
+        params = self.params()
 
         def slice_image(index: tuple[int, ...]) -> np.ndarray | None:
             return session.slice(index) if crops else None
 
-        def finish(run, key: tuple[int, ...], cancel):
+        def finish(run, key: tuple[int, ...], cancel, record):
             result, cancelled = yield from cancellable(whole_steps(run), cancel)
             if cancelled:
                 return Outcome(cancelled=True)
             found = np.asarray(getattr(result, "labels", result), np.uint32)
             plan = plan_automatic_write(data, found, key, overwrite, ids)
-            return Outcome(plan=plan, found=int(found.max(initial=0)))
+            return Outcome(plan=plan, found=int(found.max(initial=0)), record=record)
 
         if not volume:
 
@@ -219,7 +221,8 @@ class AmgPanel(JobPanel, QWidget):
                     emb = session.embedding(ctx.index)
                     return (yield from amg.iter_generate(emb, image=slice_image(ctx.index)))
 
-                return (yield from finish(run(), ctx.labels_index, cancel))
+                record = automatic(ctx.index, params, overwrite)
+                return (yield from finish(run(), ctx.labels_index, cancel, record))
 
             return one_slice, amg.n_steps(ctx.shape), labels, overwrite
         if image.rgb or adapters.spatial_ndim(image) - (w.channel_axis is not None) < 3:
@@ -236,8 +239,12 @@ class AmgPanel(JobPanel, QWidget):
             min_slices=self.min_slices_spin.value(),
         )
 
+        volume = {"link": True, "link_iou": self.link_spin.value(),
+                  "min_slices": self.min_slices_spin.value()}
+
         def all_slices(cancel):
-            return (yield from finish(vol.run(), lead_labels, cancel))
+            record = automatic(lead, params, overwrite, volume)
+            return (yield from finish(vol.run(), lead_labels, cancel, record))
 
         return all_slices, nz, labels, overwrite
 
@@ -251,7 +258,8 @@ class AmgPanel(JobPanel, QWidget):
         if out.found == 0:
             w.set_status("segment everything: no object found", notify=True)
             return
-        changed = commit.apply_write(labels, out.plan, overwrite=overwrite)
+        with w.recorder.expect(labels, out.record, w.session):
+            changed = commit.apply_write(labels, out.plan, overwrite=overwrite)
         w.set_status(
             f"segment everything: {out.found} objects found, {out.plan.objects} new, "
             f"{changed} pixels labelled (one undo step)",

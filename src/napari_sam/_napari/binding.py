@@ -174,6 +174,10 @@ class BindingMixin:
             self.set_status(problem)
             return
         model = self.model
+        # a multiscale layer (e.g. an OME-Zarr opened by napari-ome-zarr) is segmented
+        # on its level 0 — the layer's own scale / translate are level 0's — read slice
+        # by slice in the workers like any lazy image
+        data = data[0] if image.multiscale else data
         ram = self.ram_only.isChecked() if ram_only is None else ram_only
         store = None if ram else (self.store_edit.text().strip() or "")
 
@@ -266,8 +270,6 @@ def _check_image(image: Image | None, channel: int | None) -> str:
     """A one-line problem with the chosen image, or ""."""
     if image is None:
         return "Add an image layer first."
-    if image.multiscale:
-        return "Multiscale images are not supported yet; open level 0."
     if min(adapters.spatial_shape(image)) < 2:
         return f"image {image.name!r} is too small to segment (needs ≥ 2×2 pixels)"
     if channel is not None and adapters.spatial_ndim(image) < 3:

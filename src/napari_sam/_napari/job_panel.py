@@ -26,13 +26,16 @@ class Outcome:
     plan: the label write (None: nothing to write); message: a problem found in the
     worker (no write); cancelled: the user cancelled (a plan may still hold the part
     done, when asked to keep it); found: objects the job produced (before existing
-    labels were taken into account).
+    labels were taken into account); record: the provenance of the write
+    (``session.provenance``; None: recorded as a manual edit, e.g. a propagation
+    cancelled half-way).
     """
 
     plan: LabelWrite | None = None
     message: str = ""
     cancelled: bool = False
     found: int = 0
+    record: Callable | None = None
 
 
 def cancellable(gen: Generator, cancel: threading.Event) -> Generator:

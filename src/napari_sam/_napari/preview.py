@@ -89,6 +89,7 @@ class PreviewMixin:
             and is_refinement(prev.prompts, prompt_key(pts, lab, box))
         ):
             kwargs["mask_input"] = prev.logits  # correction click: refine the last mask
+            kwargs["chain"] = prev.chain
         self.workers.start(
             _with_outline, session.predict, ctx.index, emb, pts, lab, box, request,
             on_result=self._on_preview, **kwargs,

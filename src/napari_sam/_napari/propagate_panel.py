@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 from ..engine.propagate import ALL_OBJECTS, DEFAULT_MODE, Propagator
 from ..engine.propagate.prompts import MODES
 from ..session.commit import known_max_id, plan_write
+from ..session.provenance import propagated
 from . import adapters, commit
 from .job_panel import JobPanel, Outcome, cancellable
 
@@ -110,9 +111,11 @@ class PropagatePanel(JobPanel, QWidget):
             seeds = np.array(data[lead] if lead else data)  # this worker reads the volume
             base = known_max_id(data, ids)
             objects: set[int] = set()
+            seed = None
             if mask is not None and (mask & (seeds[z0] == 0)).any():
                 seeds[z0][mask & (seeds[z0] == 0)] = base + 1
                 objects.add(base + 1)
+                seed = (z0, preview)
             if all_on_slice:
                 objects |= set(np.unique(seeds[z0]).tolist()) - {0}
                 if not objects:
@@ -129,9 +132,10 @@ class PropagatePanel(JobPanel, QWidget):
             if cancelled:
                 if not self._keep_partial:
                     return Outcome(cancelled=True)
-                result = prop.assemble()
+                result = prop.assemble()  # a part: recorded as an edit (not replayable)
             plan = plan_write(data, result, lead, base, False, ids.writes)
-            return Outcome(plan=plan, cancelled=cancelled, found=len(objects))
+            record = None if cancelled else propagated(image_lead, sorted(objects), settings, seed)
+            return Outcome(plan=plan, cancelled=cancelled, found=len(objects), record=record)
 
         return job, 2 * int(data.shape[len(lead)]), labels
 
@@ -155,7 +159,8 @@ class PropagatePanel(JobPanel, QWidget):
             return
         if self._labels_gone(labels):
             return
-        n = commit.apply_write(labels, out.plan)
+        with w.recorder.expect(labels, out.record, w.session):
+            n = commit.apply_write(labels, out.plan)
         w.clear_prompts()
         if out.cancelled:
             w.set_status(

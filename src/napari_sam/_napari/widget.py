@@ -16,6 +16,7 @@ from napari.layers import Labels
 from qtpy.QtCore import QEvent, QTimer
 
 from ..session import Preview, SegmentationSession
+from ..session.provenance import prompted
 from . import adapters, commit
 from .binding import BindingMixin
 from .constants import (
@@ -31,6 +32,7 @@ from .constants import (
 from .controls import NEW_LABELS, ControlsBase
 from .own_layers import OwnLayers
 from .preview import PreviewMixin
+from .recording import Recorder
 from .workers import WorkerOwner
 
 
@@ -56,6 +58,7 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
         self._precompute_cancel: threading.Event | None = None
         self._released = self._docked = False
         self.workers = WorkerOwner(self._on_error)
+        self.recorder = Recorder()  # provenance of the labels layers written
         workers = self.workers
         self.destroyed.connect(lambda *_: setattr(workers, "alive", False))
         self.layers = OwnLayers(
@@ -83,6 +86,10 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
         self.add_tab(self.propagate_panel, "Propagate")
         self.amg_panel = AmgPanel(self)
         self.add_tab(self.amg_panel, "Automatic")
+        from .export_panel import ExportPanel
+
+        self.export_panel = ExportPanel(self)
+        self.add_tab(self.export_panel, "Export")
         self.image_combo.currentTextChanged.connect(self._on_choice_changed)
         self.channel_combo.currentTextChanged.connect(self._on_choice_changed)
         self.viewer.layers.events.inserted.connect(self._refresh_layer_lists)
@@ -172,7 +179,13 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
             commit.check_compatible(layer, image, self.channel_axis)
         self._remember_labels(layer)
         self._last_labels = layer
+        if self.session is not None:
+            self.recorder.attach(layer, self.session, bool(image.rgb), self.channel_axis)
         return layer
+
+    def sync_provenance(self, labels: Labels) -> None:
+        """Bring ``labels.metadata[PROVENANCE_KEY]`` in step with its undo history."""
+        self.recorder.sync(labels)
 
     def commit(self) -> int | None:
         """Write the preview as a new object (next free id), one undo step; clear prompts."""
@@ -192,9 +205,9 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
         except ValueError as err:
             self.set_status(str(err))
             return None
-        label_id = commit.commit_slice_mask(
-            labels, self.preview.mask, ctx, overwrite=self.overwrite_existing()
-        )
+        overwrite = self.overwrite_existing()
+        with self.recorder.expect(labels, prompted(self.preview, overwrite), self.session):
+            label_id = commit.commit_slice_mask(labels, self.preview.mask, ctx, overwrite)
         self.clear_prompts()
         self.set_status(
             f"committed object {label_id} (Ctrl+Z undoes it)"
@@ -203,7 +216,9 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
         )
         return label_id
 
-    def _undo_target(self) -> Labels | None:
+    def chosen_labels(self) -> Labels | None:
+        """The labels layer chosen in the combo, else the last one written, else None
+        (never creates one)."""
         name = self.labels_combo.currentText()
         if name != NEW_LABELS and name in self.viewer.layers:
             return self.viewer.layers[name]
@@ -213,19 +228,21 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
     def undo_commit(self) -> None:
         """Undo the last change of the target labels layer (a commit, a propagation, an
         automatic segmentation — one step each), wherever the user is."""
-        labels = self._undo_target()
+        labels = self.chosen_labels()
         if labels is None or not labels._undo_history:
             self.set_status("nothing to undo")
             return
         labels.undo()
+        self.recorder.sync(labels)
         self.set_status(f"undone (labels {labels.name!r}); Ctrl+Shift+Z redoes it")
 
     def redo_commit(self) -> None:
-        labels = self._undo_target()
+        labels = self.chosen_labels()
         if labels is None or not labels._redo_history:
             self.set_status("nothing to redo")
             return
         labels.redo()
+        self.recorder.sync(labels)
         self.set_status(f"redone (labels {labels.name!r})")
 
     # ----------------------------------------------------------------- precompute
@@ -321,8 +338,11 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
         ):
             with contextlib.suppress(TypeError, ValueError, RuntimeError):
                 signal.disconnect(slot)
+        self.recorder.release()
         with contextlib.suppress(RuntimeError, KeyError, ValueError):
             self.layers.release()
 
     def _job_cancels(self) -> list:
-        return [p.cancel_event for p in (self.propagate_panel, self.amg_panel)]
+        return [
+            p.cancel_event for p in (self.propagate_panel, self.amg_panel, self.export_panel)
+        ]

@@ -37,7 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("image", nargs="?", help="2D / 3D / 4D image (.tif, .npy, .zarr)")
     src.add_argument("--sample", choices=["nuclei-2d"], help="use a bundled synthetic sample")
-    p.add_argument("--out", help="output labels (.tif, .npy or .zarr); --sample: optional")
+    p.add_argument("--out", help="output labels (.tif, .npy, .zarr, .ome.zarr or "
+                   "IMAGE.ome.zarr/labels/NAME); --sample: optional")
+    p.add_argument("--level", type=int, default=0,
+                   help="OME-Zarr image: resolution level to segment (default 0)")
     p.add_argument("--model", default="demo", help="registry name (default: demo)")
     p.add_argument("--checkpoint", help="checkpoint file (architecture from --model or shapes)")
     p.add_argument("--device", default="auto")
@@ -82,7 +85,7 @@ def _is_demo(args: argparse.Namespace) -> bool:
 def run(args: argparse.Namespace) -> int:
     from ..engine.amg import DEFAULT_LINK_IOU, DEMO_MIN_SLICES
     from ..engine.metrics import object_f1
-    from .io import check_output, read_image, write_labels, write_overlay
+    from .io import check_output, image_calibration, read_image, write_labels, write_overlay
 
     truth = None
     if not args.sample and not args.out:
@@ -95,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         check_output(overlay, args.overwrite, (".png",))
         image, truth = nuclei_2d((256, 256), seed=2024)
     else:
-        image = read_image(args.image)
+        image = read_image(args.image, args.level)
     rgb = image.ndim == 3 and image.shape[-1] in (3, 4) and min(image.shape[:2]) > 4
     nd = image.ndim - (1 if rgb else 0)
     if nd not in (2, 3, 4):
@@ -114,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
         labels = _run_dask(args, image, nd, params, link_iou)
     else:
         labels = _run_local(args, image, nd, rgb, params, link_iou)
-    write_labels(out, labels, overwrite=args.overwrite)
+    cal = None if args.sample else image_calibration(args.image, args.level)
+    write_labels(out, labels, overwrite=args.overwrite, calibration=cal)
     n = int(labels.max()) if labels.size else 0
     what = "3D objects" if (nd > 2 and args.link_z) else "objects (max id)"
     print(f"{n} {what} → {out}")

@@ -21,7 +21,10 @@ HELP = "precompute SAM embeddings of an image (TIFF, zarr, .npy) into a zarr sto
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("image", help="TIFF, .npy or zarr array (path/to/x.zarr[/array])")
+    p.add_argument("image", help="TIFF, .npy, OME-Zarr image or zarr array "
+                   "(path/to/x.zarr[/array])")
+    p.add_argument("--level", type=int, default=0,
+                   help="OME-Zarr image: resolution level (default 0)")
     p.add_argument("--model", required=True, help="model name (see `napari-sam models`)")
     p.add_argument("--checkpoint", help="checkpoint file (default: the registry's)")
     p.add_argument("--out", help="store path STORE.zarr (default: in the user cache)")
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         precompute,
     )
 
-    image = read_image(args.image)
+    image = read_image(args.image, args.level)
     try:
         if args.axes:
             layout = SliceLayout.from_axes(image.shape, args.axes, args.channel)
@@ -142,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         scheduler=scheduler,
         on_mismatch="overwrite" if args.overwrite else "error",
         verify=args.verify,
-        source=str(Path(args.image).resolve()),
+        source=str(Path(args.image).resolve()) + (f"#level={args.level}" if args.level else ""),
         **kw,
     )
     return _run(steps, out, args.no_progress, layout)

@@ -40,17 +40,23 @@ def reading(path: str | Path) -> Iterator[None]:
         raise UserError(f"cannot read {path}: {one_line(err)}") from None
 
 
-def read_image(path: str | Path) -> Any:
+def read_image(path: str | Path, level: int = 0) -> Any:
     """The image at ``path`` as a lazy array: nothing but metadata is read until it is
     indexed (or converted with ``np.asarray``).
 
-    TIFF (.tif/.tiff): :class:`TiffArray`; .npy: memory-mapped; zarr: an array, or a
-    group's array ``0`` (OME-Zarr level 0) or only array. Missing files, unknown formats,
-    zarr groups without one image, embedding stores and unreadable files are one
+    TIFF (.tif/.tiff): :class:`TiffArray`; .npy: memory-mapped; an OME-Zarr multiscales
+    image (NGFF 0.4 / 0.5): its resolution ``level`` (lazy dask array;
+    :func:`image_calibration` gives its physical scale); other zarr: an array, or a
+    group's array ``0`` or only array. Missing files, unknown formats, zarr groups
+    without one image, embedding stores and unreadable files are one
     :class:`UserError` line each."""
     p = Path(path)
     if not p.exists():
         raise UserError(f"image not found: {p}")
+    if is_ome_zarr(p):
+        return check_dtype(_ome_level(p, level).data, p)
+    if level:
+        raise UserError(f"--level {level}: {p.name} is not an OME-Zarr image (one level only)")
     suffix = p.suffix.lower()
     with reading(p):
         if suffix in {".tif", ".tiff"}:
@@ -95,6 +101,52 @@ class TiffArray:
         return {k: v for k, v in self.__dict__.items() if k != "_z"}
 
 
+def is_ome_zarr(path: Path) -> bool:
+    """True for an OME-Zarr multiscales image (zarr v3 ``ome`` or v2 ``multiscales``)."""
+    import json
+
+    for name in ("zarr.json", ".zattrs"):
+        f = path / name
+        if path.is_dir() and f.is_file():
+            try:
+                attrs = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return False
+            attrs = attrs.get("attributes", attrs)
+            return "multiscales" in attrs.get("ome", attrs)
+    return False
+
+
+def _ome_level(path: Path, level: int):
+    from ..export.ome_zarr import read_ome_zarr
+
+    if level < 0:
+        raise UserError(f"--level {level}: levels count from 0")
+    with reading(path):  # a level it does not have: one line naming the levels
+        return read_ome_zarr(path, level)
+
+
+def image_calibration(path: str | Path, level: int = 0) -> Any:
+    """The physical calibration (:class:`~napari_sam.export.Calibration`) of an OME-Zarr
+    image's ``level`` without its channel axis, else None (other formats, or no
+    calibration that labels could carry)."""
+    p = Path(path)
+    if not is_ome_zarr(p):
+        return None
+    img = _ome_level(p, level)
+    try:
+        cal = img.calibration()
+    except ValueError:
+        return None
+    space = [i for i, t in enumerate(img.types) if t != "channel"]
+    if len(space) == len(img.axes):
+        return cal
+    from ..export import Calibration
+
+    return Calibration(*(tuple(getattr(cal, f)[i] for i in space)
+                         for f in ("axes", "scale", "translate", "units")))
+
+
 def _open_zarr(path: Path) -> Any:
     """A zarr array, or the image array of a zarr group (``0`` or its only array)."""
     import zarr
@@ -129,7 +181,7 @@ def check_output(
     from ..outputs import check_target
 
     p = Path(path)
-    if suffixes and p.suffix.lower() not in suffixes:
+    if suffixes and p.suffix.lower() not in suffixes and not is_ome_target(p):
         shown = [x for x in suffixes if x != ".tiff"]  # .tiff: accepted, not advertised
         names = ", ".join(shown[:-1]) + " or " + shown[-1] if len(shown) > 1 else shown[0]
         raise UserError(f"--out {p.name}: use {names}")
@@ -151,14 +203,35 @@ def writing(path: Path) -> Iterator[None]:
         raise UserError(str(err)) from None
 
 
-def write_labels(path: Path, labels: np.ndarray, overwrite: bool = False) -> None:
-    """Labels as a compressed TIFF, .npy or a zarr array (by suffix), atomically.
+def is_ome_target(path: Path) -> bool:
+    """``*.ome.zarr`` or ``IMAGE.ome.zarr/labels/NAME`` (labels of an OME-Zarr image)."""
+    from ..export.ome_zarr import enclosing_image
+
+    return path.name.lower().endswith(".ome.zarr") or enclosing_image(path) is not None
+
+
+def write_labels(
+    path: Path, labels: np.ndarray, overwrite: bool = False, calibration: Any = None
+) -> None:
+    """Labels as a compressed TIFF, .npy or a zarr array (by suffix), atomically;
+    ``*.ome.zarr`` or ``IMAGE.ome.zarr/labels/NAME``: OME-Zarr labels (NGFF 0.5) with
+    ``calibration`` (e.g. :func:`image_calibration` of the input: its physical scale).
 
     zarr: one chunk per 2D slice, written to a temporary folder that then takes the
     name (an existing store is deleted only after that succeeded)."""
     from ..outputs import atomic_dir, atomic_file
 
     suffix = path.suffix.lower()
+    if is_ome_target(path):
+        from ..export import ExportError, export_labels
+
+        cal = calibration if calibration is not None and calibration.ndim == labels.ndim else None
+        try:
+            export_labels(path, labels, cal, name=path.name.split(".")[0],
+                          overwrite=overwrite, table=False)
+        except ExportError as err:
+            raise UserError(str(err)) from None
+        return
     with writing(path):
         if suffix == ".zarr":
             import zarr

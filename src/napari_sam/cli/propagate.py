@@ -41,7 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("image", help="3D (Z, Y, X) or 4D (T, Z, Y, X) image: .tif, .npy or .zarr")
     p.add_argument("--labels", required=True, metavar="SEEDS", help="seed labels, same shape")
-    p.add_argument("--out", required=True, help="output label image (.tif, .npy or .zarr)")
+    p.add_argument("--out", required=True, help="output label image (.tif, .npy, .zarr, "
+                   ".ome.zarr or IMAGE.ome.zarr/labels/NAME)")
+    p.add_argument("--level", type=int, default=0,
+                   help="OME-Zarr image: resolution level (default 0)")
     p.add_argument("--model", default="demo", help="registry name (default: demo)")
     p.add_argument("--checkpoint", help="checkpoint file (architecture from --model or shapes)")
     p.add_argument("--store", help="zarr embedding store to read / fill (default: RAM only)")
@@ -74,10 +77,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .common import load_model, store_errors, tile_grid, tiled_embeddings, volume_embeddings
-    from .io import check_output, read_image, reading, write_labels
+    from .io import check_output, image_calibration, read_image, reading, write_labels
 
     out = check_output(args.out, args.overwrite)
-    image = read_image(args.image)
+    image = read_image(args.image, args.level)
     with reading(args.labels):
         seeds = np.asarray(read_image(args.labels))
     if image.ndim not in (3, 4):
@@ -120,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     with store_errors("--store"):  # a stored slice whose data changed
         for t in times:
             _propagate_one(args, model, embeddings, seeds, result, axis, t, grid)
-    write_labels(out, result, overwrite=args.overwrite)
+    cal = image_calibration(args.image, args.level)
+    write_labels(out, result, overwrite=args.overwrite, calibration=cal)
     grown = int(np.count_nonzero(result != seeds))
     print(f"{ids.size} object(s), {grown} voxels added → {out}")
     return 0

@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--out", default="napari-sam-out", help="output folder")
+    p.add_argument("--level", type=int, default=0,
+                   help="OME-Zarr image: resolution level (default 0)")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     add_tiling_arguments(p)
 
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         image, truth = _sample()
         prompts = _clicks_from_truth(truth)
     else:
-        image = _select_slice(read_image(args.image), args.slice)
+        image = _select_slice(read_image(args.image, args.level), args.slice)
         prompts = read_prompts(args.points, args.boxes)
     ids = id_mapping(prompts)
     model = load_model(args)

@@ -65,12 +65,14 @@ def export_labels(
     name: str | None = None,
     provenance: Any = None,
     overwrite: bool = False,
-    table: bool = True,
+    table: Any = True,
     levels: int | None = None,
 ) -> list[Path]:
     """Write ``labels`` to ``path`` — OME-Zarr for ``.ome.zarr`` / ``.zarr`` (or a
     ``<image>.ome.zarr/labels/<name>`` target), OME-TIFF for ``.tif`` / ``.tiff`` — and,
-    with ``table``, the object table as CSV beside it. Returns the paths written.
+    with ``table``, the object table as CSV beside it (``table`` may be the table
+    itself, a DataFrame measured beforehand, e.g. in a worker with progress and
+    cancel: :func:`~.table.iter_object_table`). Returns the paths written.
     Existing outputs are replaced only with ``overwrite``; nothing is left half-written
     (:class:`ExportError` on a full disk / read-only folder)."""
     from .ome_zarr import enclosing_image, write_ome_zarr
@@ -86,6 +88,8 @@ def export_labels(
         )
     cal = calibration or Calibration.default(labels.ndim)
     tpath = table_path(target)
+    measured = None if isinstance(table, bool) else table
+    table = measured is not None or bool(table)
     if table and tpath.exists() and not overwrite:
         raise ExportError(f"{tpath} exists; choose another name or ask to overwrite it")
     kw = {"name": name, "provenance": provenance, "overwrite": overwrite}
@@ -100,5 +104,6 @@ def export_labels(
             from .provenance import Provenance
 
             prov = Provenance.from_dict(prov)
-        written.append(write_table(tpath, object_table(labels, cal, prov)))
+        frame = measured if measured is not None else object_table(labels, cal, prov)
+        written.append(write_table(tpath, frame))
     return written

@@ -22,7 +22,7 @@ import numpy as np
 from ..engine.decode.predictor import Predictor
 from ..engine.embedding import Embedding
 from ..engine.image import Normalization
-from ..engine.labels import next_free_id, paint_mask
+from ..engine.labels import merge_new_objects, next_free_id, paint_mask
 from ..engine.loader import SamModel, short_hash
 from ..engine.progress import Progress, run_to_end
 from .provenance import PromptRound, Provenance, ProvenanceError, rle_decode
@@ -165,14 +165,16 @@ class _Replayer:
             logits = res.logits[0]
         return res.masks[0]
 
-    def merge(self, key: tuple[int, ...], block: np.ndarray, overwrite: bool) -> None:
+    def merge(self, key: tuple[int, ...], block: np.ndarray, overwrite: bool) -> list[int]:
         """Write the non-zero voxels of ``block`` into ``labels[key]`` (only into empty
-        voxels unless ``overwrite``)."""
+        voxels unless ``overwrite``); returns the ids of the voxels that changed."""
         view = self.labels[key] if key else self.labels
-        target = block > 0
+        target = (block > 0) & (block != view)
         if not overwrite:
             target &= view == 0
-        view[target] = block[target].astype(self.labels.dtype, copy=False)
+        values = block[target].astype(self.labels.dtype, copy=False)
+        view[target] = values
+        return [int(v) for v in np.unique(values)]
 
     # ------------------------------------------------------------------ actions
     def apply(self, a: dict[str, Any]) -> list[int]:
@@ -225,13 +227,16 @@ class _Replayer:
             )
             plane = run_to_end(vol.run())
         plane = np.asarray(plane, np.uint32)
-        n = int(plane.max()) if plane.size else 0
-        if n == 0:
+        if not plane.any():
             return []
-        offset = next_free_id(self.labels) - 1
-        block = np.where(plane > 0, plane.astype(np.int64) + offset, 0)
-        self.merge(self.labels_index(index), block, bool(a["overwrite"]))
-        return list(range(offset + 1, offset + n + 1))
+        # as the widget and the CLI merge them (session.commit.plan_automatic_write):
+        # consecutive ids above the largest, rims of existing objects dropped
+        key = self.labels_index(index)
+        existing = self.labels[key] if key else self.labels
+        block, _n = merge_new_objects(
+            existing, plane, overwrite=bool(a["overwrite"]), first_id=next_free_id(self.labels)
+        )
+        return self.merge(key, block, bool(a["overwrite"]))
 
     def _propagated(self, a: dict[str, Any]) -> list[int]:
         from ..engine.propagate import Propagator

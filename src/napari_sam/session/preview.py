@@ -25,12 +25,23 @@ class Preview:
     outline: np.ndarray | None = None  # (H, W) bool: the mask's edge, as a GUI displays it
     tile: tuple[int, int] | None = None  # the tile that answered (tiled slices)
     region: tuple[int, int, int, int] | None = None  # its outer region, slice pixels
+    # the prompt rounds that made it, exact: ((points, labels, box), ...) — one round per
+    # prediction, each refining the previous one's logits (recorded as provenance)
+    chain: tuple = ()
 
 
 def prompt_key(points: np.ndarray, labels: np.ndarray, box: np.ndarray | None) -> tuple:
     """Hashable description of a prompt set (to tell a refinement from a new object)."""
     pts = tuple(map(tuple, np.round(np.asarray(points, float), 3)))
     return pts, tuple(np.asarray(labels).tolist()), None if box is None else tuple(box)
+
+
+def exact_round(points: np.ndarray, labels: np.ndarray, box: np.ndarray | None) -> tuple:
+    """One prompt round as plain floats / ints (points (row, col), box (row_min,
+    col_min, row_max, col_max)), for provenance: not rounded, replay needs the values."""
+    pts = tuple((float(r), float(c)) for r, c in np.asarray(points, float).reshape(-1, 2))
+    lab = tuple(int(v) for v in np.asarray(labels).ravel())
+    return pts, lab, None if box is None else tuple(float(v) for v in np.ravel(box))
 
 
 def is_refinement(previous: tuple, current: tuple) -> bool:

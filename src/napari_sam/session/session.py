@@ -20,7 +20,7 @@ from ..engine.image import Normalization
 from ..engine.loader import SamModel
 from ..engine.progress import Progress
 from ..engine.tiling import place
-from .preview import Preview, is_refinement, prompt_key
+from .preview import Preview, exact_round, is_refinement, prompt_key
 from .tiled import choose_tile, to_region
 
 RAM_SLICES = 8  # embeddings kept in RAM besides the zarr store (the widget's default)
@@ -177,9 +177,12 @@ class SegmentationSession:
             previous.prompts, prompt_key(pts, lab, box)
         )
         mask_input = previous.logits if refine else None  # type: ignore[union-attr]
+        chain = previous.chain if refine else ()  # type: ignore[union-attr]
         if self.grid is None:
             emb = self.embedding(index)
-            return self.predict(index, emb, pts, lab, box, request, mask_input=mask_input)
+            return self.predict(
+                index, emb, pts, lab, box, request, mask_input=mask_input, chain=chain
+            )
         tile = self.tile_for(pts, lab, box, previous)
         assert tile is not None
         region = self.grid.outer(tile)
@@ -190,6 +193,7 @@ class SegmentationSession:
             r,
             mask=place(r.mask, region, self.grid.plane),
             prompts=prompt_key(pts, lab, box),
+            chain=(*chain, exact_round(pts, lab, box)),  # slice coordinates
             tile=tile,
             region=region,
         )
@@ -204,13 +208,15 @@ class SegmentationSession:
         request: int,
         *,
         mask_input: np.ndarray | None = None,
+        chain: tuple = (),
     ) -> Preview:
         """Mask for one object from the prompts of one slice: points (N, 2) (row, col)
         with labels (N,) 1 / 0, and / or a box (4,) (row_min, col_min, row_max,
         col_max), on the slice's embedding ``emb``. A single click without a box uses
         SAM's 3 candidate masks and keeps the best-scored one. ``mask_input``: the
         previous preview's low-res logits when the user adds a correction click (as
-        SAM's interactive loop does)."""
+        SAM's interactive loop does); ``chain``: then the previous preview's chain of
+        prompt rounds (the new preview's chain is it plus these prompts)."""
         p = self._predictor_for(emb)
         multimask = box is None and len(points) == 1 and mask_input is None
         r = p.predict(
@@ -228,6 +234,7 @@ class SegmentationSession:
             request,
             r.logits[0],
             prompt_key(points, labels, box),
+            chain=(*chain, exact_round(points, labels, box)),
         )
 
     def _predictor_for(self, emb: Embedding) -> Predictor:
