@@ -19,7 +19,7 @@ from napari_sam.cli import main
 from napari_sam.cli.io import image_calibration, read_image
 from napari_sam.engine.decode.predictor import Predictor
 from napari_sam.engine.loader import load_model
-from napari_sam.export import read_ome_zarr
+from napari_sam.export import read_ome_zarr, read_tiff
 from napari_sam.store import EmbeddingStore
 
 FAST = ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
@@ -107,3 +107,23 @@ def test_amg_writes_labels_into_the_image(ome_image, tmp_path, tiny_checkpoint, 
     assert "sam" in group["attributes"]["ome"]["labels"]  # registered with the image
     # the image itself is still read as the image (level 0), not as labels
     np.testing.assert_array_equal(np.asarray(read_image(path)), vol)
+    # a TIFF output from an OME-Zarr input carries the physical scale too
+    rc = main(["amg", str(path), "--checkpoint", str(tiny_checkpoint), *TINY, *FAST,
+               "--out", str(tmp_path / "calibrated.tif"), "--no-progress"])
+    assert rc == 0
+    data, cal, _ = read_tiff(tmp_path / "calibrated.tif")
+    np.testing.assert_array_equal(np.asarray(data), ref)
+    assert cal.scale == (2.0, 0.5, 0.5) and cal.units == ("micrometer",) * 3
+
+
+def test_segment_on_an_ome_zarr_slice_writes_calibrated_labels(ome_image, tmp_path,
+                                                              tiny_checkpoint):
+    """`segment` on one slice of an OME-Zarr: labels.tif carries the (y, x) scale."""
+    path, _vol = ome_image
+    (tmp_path / "pts.csv").write_text("object,row,col,label\n1,30,30,1\n")
+    rc = main(["segment", str(path), "--slice", "1", "--points", str(tmp_path / "pts.csv"),
+               "--checkpoint", str(tiny_checkpoint), *TINY, "--out", str(tmp_path / "out")])
+    assert rc == 0
+    data, cal, _ = read_tiff(tmp_path / "out" / "labels.tif")
+    assert np.asarray(data).shape == (64, 64)
+    assert cal.scale == (0.5, 0.5) and cal.units == ("micrometer",) * 2

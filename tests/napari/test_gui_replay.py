@@ -100,6 +100,12 @@ def test_widget_actions_exported_and_replayed_identically(demo_widget, qtbot, tm
         assert "exported" in w.status.text(), w.status.text()
     np.testing.assert_array_equal(np.asarray(read_ome_zarr(tmp_path / "cells.ome.zarr").data),
                                   exported)
+    # the object table: automatic objects carry the generator's scores, clicks their IoU
+    table = labels.features
+    auto = table[table["source"] == "automatic"]
+    assert len(auto) and auto["predicted_iou"].notna().all()
+    assert auto["stability_score"].between(0, 1).all()
+    assert table[table["source"] == "click"]["predicted_iou"].notna().all()
 
     # replay from each export (in-process CLI) → identical labels, ids included
     tifffile.imwrite(tmp_path / "image.tif", image)

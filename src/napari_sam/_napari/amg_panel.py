@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 from ..engine.amg import AutomaticMaskGenerator
 from ..engine.amg.volume import DEFAULT_LINK_IOU, DEMO_MIN_SLICES, DEMO_PARAMS, VolumeAmg
 from ..engine.progress import whole_steps
-from ..session.commit import plan_automatic_write
+from ..session.commit import automatic_scores, plan_automatic_write
 from ..session.provenance import automatic
 from . import adapters, commit
 from .job_panel import JobPanel, Outcome, cancellable
@@ -206,12 +206,15 @@ class AmgPanel(JobPanel, QWidget):
         def slice_image(index: tuple[int, ...]) -> np.ndarray | None:
             return session.slice(index) if crops else None
 
-        def finish(run, key: tuple[int, ...], cancel, record):
+        def finish(run, key: tuple[int, ...], cancel, index, vol_params=None):
             result, cancelled = yield from cancellable(whole_steps(run), cancel)
             if cancelled:
                 return Outcome(cancelled=True)
             found = np.asarray(getattr(result, "labels", result), np.uint32)
             plan = plan_automatic_write(data, found, key, overwrite, ids)
+            records = getattr(result, "records", None)
+            scores = None if records is None else automatic_scores(found, plan, records)
+            record = automatic(index, params, overwrite, vol_params, scores)
             return Outcome(plan=plan, found=int(found.max(initial=0)), record=record)
 
         if not volume:
@@ -221,8 +224,7 @@ class AmgPanel(JobPanel, QWidget):
                     emb = session.embedding(ctx.index)
                     return (yield from amg.iter_generate(emb, image=slice_image(ctx.index)))
 
-                record = automatic(ctx.index, params, overwrite)
-                return (yield from finish(run(), ctx.labels_index, cancel, record))
+                return (yield from finish(run(), ctx.labels_index, cancel, ctx.index))
 
             return one_slice, amg.n_steps(ctx.shape), labels, overwrite
         if image.rgb or adapters.spatial_ndim(image) - (w.channel_axis is not None) < 3:
@@ -243,8 +245,7 @@ class AmgPanel(JobPanel, QWidget):
                   "min_slices": self.min_slices_spin.value()}
 
         def all_slices(cancel):
-            record = automatic(lead, params, overwrite, volume)
-            return (yield from finish(vol.run(), lead_labels, cancel, record))
+            return (yield from finish(vol.run(), lead_labels, cancel, lead, volume))
 
         return all_slices, nz, labels, overwrite
 

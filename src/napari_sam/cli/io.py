@@ -215,17 +215,20 @@ def write_labels(
 ) -> None:
     """Labels as a compressed TIFF, .npy or a zarr array (by suffix), atomically;
     ``*.ome.zarr`` or ``IMAGE.ome.zarr/labels/NAME``: OME-Zarr labels (NGFF 0.5) with
-    ``calibration`` (e.g. :func:`image_calibration` of the input: its physical scale).
+    ``calibration`` (e.g. :func:`image_calibration` of the input: its physical scale);
+    a ``.tif`` with a calibration: an OME-TIFF carrying it (plus its sidecar JSON, as
+    ``napari-sam export`` writes), so Fiji and napari open it calibrated.
 
     zarr: one chunk per 2D slice, written to a temporary folder that then takes the
     name (an existing store is deleted only after that succeeded)."""
     from ..outputs import atomic_dir, atomic_file
 
     suffix = path.suffix.lower()
-    if is_ome_target(path):
+    calibrated = calibration is not None and calibration.ndim == labels.ndim
+    if is_ome_target(path) or (suffix in (".tif", ".tiff") and calibrated):
         from ..export import ExportError, export_labels
 
-        cal = calibration if calibration is not None and calibration.ndim == labels.ndim else None
+        cal = calibration if calibrated else None
         try:
             export_labels(path, labels, cal, name=path.name.split(".")[0],
                           overwrite=overwrite, table=False)

@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..session import SegmentationSession, commit_mask
     from .common import load_model, tile_grid, user_errors
-    from .io import check_output, read_image, write_labels, write_overlay
+    from .io import check_output, image_calibration, read_image, write_labels, write_overlay
     from .prompts_csv import id_mapping, read_prompts
 
     out = Path(args.out)
@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         with user_errors(ValueError, prefix=f"object {obj!r}: "):  # outside the slice, ...
             preview = session.prompt((), pts, lab, box, request=0)  # that embedding, in RAM
         commit_mask(labels, preview.mask)  # next free id; never over earlier objects
-    write_labels(labels_path, labels, overwrite=args.overwrite)
+    cal = None if args.sample else _plane_calibration(image_calibration(args.image, args.level))
+    write_labels(labels_path, labels, overwrite=args.overwrite, calibration=cal)
     write_overlay(overlay_path, image, labels, overwrite=args.overwrite)
     if any(str(obj) != str(i) for obj, i in ids.items()):
         print("object → id: " + ", ".join(f"{obj} → {i}" for obj, i in ids.items()))
@@ -145,3 +146,13 @@ def _clicks_from_truth(truth: np.ndarray) -> dict[str, dict]:
         str(int(obj)): {"points": [interior_point(truth == obj).tolist()], "labels": [1]}
         for obj in np.unique(truth[truth > 0])
     }
+
+
+def _plane_calibration(cal):
+    """The (y, x) part of an image's calibration (the labels of one 2D slice), or None."""
+    if cal is None or cal.ndim < 2:
+        return None
+    from ..export import Calibration
+
+    fields = ("axes", "scale", "translate", "units")
+    return Calibration(*(tuple(getattr(cal, f)[-2:]) for f in fields))

@@ -10,7 +10,9 @@ the labels block in its worker and keeps only the pixels that change
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -131,3 +133,23 @@ def plan_automatic_write(
     existing = np.asarray(data[key]) if key else np.asarray(data)
     block, _n = merge_new_objects(existing, found, overwrite=overwrite, first_id=base + 1)
     return plan_write(data, block, key, base, overwrite, snapshot.writes)
+
+
+def automatic_scores(
+    found: np.ndarray, write: LabelWrite, records: Sequence[Any]
+) -> list[tuple[float, float]] | None:
+    """(predicted IoU, stability score) of the automatic objects a 2D ``write`` adds, in
+    the order of their new ids — :func:`~napari_sam.engine.labels.merge_new_objects`
+    keeps the order of the ids in ``found`` (the generator's label image, (H, W)) —
+    from the generator's ``records`` (``label``, ``predicted_iou``, ``stability_score``);
+    None when a written object has no record."""
+    if found.ndim != 2 or not write.size:
+        return None
+    rows, cols = write.indices[-2], write.indices[-1]
+    new = write.values > write.base
+    kept = np.unique(found[rows[new], cols[new]])
+    by_label = {int(r.label): r for r in records}
+    if any(int(k) not in by_label for k in kept if k):
+        return None
+    return [(float(by_label[int(k)].predicted_iou), float(by_label[int(k)].stability_score))
+            for k in kept if k]  # fmt: skip

@@ -161,12 +161,18 @@ def prompted(preview: Any, overwrite: bool) -> Record | None:
 def automatic(
     index: Sequence[int], params: Mapping[str, Any], overwrite: bool,
     volume: Mapping[str, Any] | None = None,
+    scores: Sequence[tuple[float, float]] | None = None,
 ) -> Record:  # fmt: skip
     """Automatic masks on slice ``index`` (or, with ``volume``, the volume at leading
-    index ``index``)."""
+    index ``index``). scores: (predicted IoU, stability score) of the written objects in
+    the order of their new ids (:func:`~.commit.automatic_scores`), when known."""
 
     def record(prov: Provenance, ids: list[int]) -> None:
-        prov.add_automatic(index, params, ids, overwrite=overwrite, volume=volume)
+        ordered = sorted(ids)
+        known = dict(zip(ordered, scores, strict=True)) if scores and len(scores) == len(
+            ordered) else None  # fmt: skip
+        prov.add_automatic(index, params, ids, overwrite=overwrite, volume=volume,
+                           scores=known)
 
     return record
 
