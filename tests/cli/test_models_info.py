@@ -48,7 +48,7 @@ def test_models_info_on_an_avx2_cpu(force_class, capsys):
     assert exact["precision"].endswith("exact (parity with the official code)")
     assert exact["click decoder"] == "official, fp32" and exact["mask upsampling"] == "dense"
     assert "precision bf16:  (emulated here: slow)" in text
-    assert "vit_b                   ≈ 25.7 s per slice (measured, 1 thread)" in text
+    assert "vit_b                   ≈ 8.63 s per slice (measured, 2 threads)" in text
     assert "vit_t (MobileSAM) or vit_t_lm" in text
 
 

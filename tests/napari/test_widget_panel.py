@@ -205,7 +205,7 @@ def test_vit_t_is_suggested_for_a_vit_on_a_cpu_without_bf16(make_napari_viewer, 
         assert w.model_combo.currentText() == "vit_b"  # kept
         assert w.model_hint.isVisibleTo(w)
         text = w.model_hint.text()
-        assert "vit_t" in text and "25.7 s per slice" in text and "2.35 s per slice" in text
+        assert "vit_t" in text and "8.63 s per slice" in text and "1.05 s per slice" in text
         for other in ("vit_t", "demo"):
             w.model_combo.setCurrentText(other)
             assert not w.model_hint.isVisibleTo(w), other
