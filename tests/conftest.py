@@ -38,3 +38,18 @@ def tiny_checkpoint(tmp_path, tiny_model):
     path = tmp_path / "tiny.pt"
     torch.save({"config": TINY.to_dict(), "model": tiny_model.sam.state_dict()}, path)
     return path
+
+
+@pytest.fixture
+def force_cpu_class(monkeypatch):
+    """force_cpu_class(name): this process believes its CPU is of class ``name``
+    (``NAPARI_SAM_CPU_CLASS``; the detection cache is cleared before and after)."""
+    from napari_sam.engine import cpu
+
+    def force(name: str) -> None:
+        monkeypatch.setenv(cpu.OVERRIDE_ENV, name)
+        cpu.cpu_info.cache_clear()
+
+    yield force
+    monkeypatch.delenv(cpu.OVERRIDE_ENV, raising=False)
+    cpu.cpu_info.cache_clear()

@@ -4,23 +4,10 @@ times, the vit_t suggestion) and the plan recorded in embedding stores."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from napari_sam.cli import main
-from napari_sam.engine import cpu
 from napari_sam.store.files import read_attrs
-
-
-@pytest.fixture
-def force_class(monkeypatch):
-    def force(name: str) -> None:
-        monkeypatch.setenv(cpu.OVERRIDE_ENV, name)
-        cpu.cpu_info.cache_clear()
-
-    yield force
-    monkeypatch.delenv(cpu.OVERRIDE_ENV, raising=False)
-    cpu.cpu_info.cache_clear()
 
 
 def _plan_block(text: str, precision: str) -> dict[str, str]:
@@ -36,8 +23,8 @@ def _plan_block(text: str, precision: str) -> dict[str, str]:
     return out
 
 
-def test_models_info_on_an_avx2_cpu(force_class, capsys):
-    force_class("avx2")
+def test_models_info_on_an_avx2_cpu(force_cpu_class, capsys):
+    force_cpu_class("avx2")
     assert main(["models", "--info", "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("CPU:     avx2 (") and "native bf16: no" in text
@@ -52,8 +39,8 @@ def test_models_info_on_an_avx2_cpu(force_class, capsys):
     assert "vit_t (MobileSAM) or vit_t_lm" in text
 
 
-def test_models_info_on_an_amx_cpu(force_class, capsys):
-    force_class("amx")
+def test_models_info_on_an_amx_cpu(force_cpu_class, capsys):
+    force_cpu_class("amx")
     assert main(["models", "--info", "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     auto = _plan_block(text, "auto")
@@ -63,15 +50,17 @@ def test_models_info_on_an_amx_cpu(force_class, capsys):
     assert "vit_t                   not measured" in text
 
 
-def test_models_info_bad_cpu_class_is_one_line(force_class, capsys):
-    force_class("pentium")
+def test_models_info_bad_cpu_class_is_one_line(force_cpu_class, capsys):
+    force_cpu_class("pentium")
     assert main(["models", "--info"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "NAPARI_SAM_CPU_CLASS" in err and "avx2" in err
 
 
-def test_store_records_the_plan_it_was_made_with(force_class, tmp_path, tiny_checkpoint, capsys):
-    force_class("avx512")
+def test_store_records_the_plan_it_was_made_with(
+    force_cpu_class, tmp_path, tiny_checkpoint, capsys
+):
+    force_cpu_class("avx512")
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -91,7 +80,7 @@ def test_store_records_the_plan_it_was_made_with(force_class, tmp_path, tiny_che
     assert "made with:     CPU class avx512, precision auto → fp32, attention exact" in text
     # the plan is recorded, not compared: another machine (class) with the same weights
     # and precision is served by the store
-    force_class("avx2")
+    force_cpu_class("avx2")
     assert main([*args, "--precision", "auto"]) == 0
     assert "2/2 slices complete" in capsys.readouterr().out
     assert read_attrs(out)["model"]["plan"]["cpu_class"] == "avx512"  # the creator's

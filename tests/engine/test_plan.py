@@ -25,21 +25,11 @@ def row(plan: DecodePlan) -> tuple:
             plan.fold_tiny_vit)
 
 
-@pytest.fixture
-def avx512_bf16_class(monkeypatch):
-    """The CPU rows of the matrix are those of class avx512_bf16 (whatever this CPU is;
-    the other classes: tests/engine/test_plan_classes.py)."""
-    from napari_sam.engine import cpu
-
-    monkeypatch.setenv(cpu.OVERRIDE_ENV, "avx512_bf16")
-    cpu.cpu_info.cache_clear()
-    yield
-    monkeypatch.delenv(cpu.OVERRIDE_ENV)
-    cpu.cpu_info.cache_clear()
-
-
 @pytest.mark.filterwarnings("ignore:precision 'bf16' on a CPU")
-def test_the_matrix(monkeypatch, avx512_bf16_class):
+def test_the_matrix(monkeypatch, force_cpu_class):
+    # the CPU rows are those of class avx512_bf16, whatever this CPU is (the other
+    # classes: tests/engine/test_plan_classes.py)
+    force_cpu_class("avx512_bf16")
     monkeypatch.setattr(dev_mod, "cpu_has_native_bf16", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     exact = ("fp32", True, "exact", False, "fp32", "fp32", "dense", False)

@@ -29,23 +29,10 @@ EXPECTED = {
 pytestmark = pytest.mark.filterwarnings("ignore:precision 'bf16' on a CPU")
 
 
-@pytest.fixture
-def force_class(monkeypatch):
-    """force_class(name): this process believes its CPU is of class ``name``."""
-
-    def force(name: str) -> None:
-        monkeypatch.setenv(cpu.OVERRIDE_ENV, name)
-        cpu.cpu_info.cache_clear()
-
-    yield force
-    monkeypatch.delenv(cpu.OVERRIDE_ENV, raising=False)
-    cpu.cpu_info.cache_clear()
-
-
-def test_every_class_has_its_plan(force_class):
+def test_every_class_has_its_plan(force_cpu_class):
     assert set(EXPECTED) == set(cpu.CPU_CLASSES)
     for name, (precision, attention) in EXPECTED.items():
-        force_class(name)
+        force_cpu_class(name)
         plan = resolve_plan(CPU, "auto")
         assert (plan.precision, plan.attention, plan.cpu_class) == (precision, attention, name)
         assert not plan.exact and plan.fast_decoder and plan.fold_tiny_vit
@@ -83,7 +70,7 @@ def _masks(model, image, clicks, boxes) -> list[np.ndarray]:
     return out
 
 
-def test_each_class_plan_gives_the_exact_masks_on_the_demo_model(force_class):
+def test_each_class_plan_gives_the_exact_masks_on_the_demo_model(force_cpu_class):
     """Demo model, held-out synthetic nuclei, a centre click and a box per nucleus: every
     class's auto plan (bf16 ones emulated here, slow but correct) within mean mask IoU
     0.98 of the exact fp32 masks."""
@@ -97,7 +84,7 @@ def test_each_class_plan_gives_the_exact_masks_on_the_demo_model(force_class):
     assert min(m.sum() for m in reference) > 20  # real masks, not empty agreement
     seen = {}
     for name in cpu.CPU_CLASSES:
-        force_class(name)
+        force_cpu_class(name)
         model = load_model("demo", device="cpu", precision="auto")
         assert model.plan.cpu_class == name
         key = (model.plan.precision, model.plan.attention)
@@ -108,7 +95,7 @@ def test_each_class_plan_gives_the_exact_masks_on_the_demo_model(force_class):
     assert set(seen) == {("fp32", "exact"), ("bf16", "exact"), ("bf16", "sdpa")}
 
 
-def test_each_class_plan_keeps_tiny_vit_embeddings(force_class):
+def test_each_class_plan_keeps_tiny_vit_embeddings(force_cpu_class):
     """TinyViT (vit_t's encoder, random weights): each class's auto plan — folded batch
     norms, channels-last, fused oneDNN convolutions, bf16 where the class has it — keeps
     the embedding of the exact mode (cosine ≥ 0.99 per token, relative error ≤ 5 %)."""
@@ -126,7 +113,7 @@ def test_each_class_plan_keeps_tiny_vit_embeddings(force_class):
 
     reference = embed("fp32")
     for name in cpu.CPU_CLASSES:
-        force_class(name)
+        force_cpu_class(name)
         got = embed("auto")
         cos = torch.nn.functional.cosine_similarity(got, reference, dim=1)
         rel = (got - reference).norm() / reference.norm()

@@ -189,33 +189,26 @@ def test_default_store_is_found_again_for_the_same_data(
         w.release()
 
 
-def test_vit_t_is_suggested_for_a_vit_on_a_cpu_without_bf16(make_napari_viewer, monkeypatch):
+def test_vit_t_is_suggested_for_a_vit_on_a_cpu_without_bf16(make_napari_viewer,
+                                                           force_cpu_class):
     """No GPU and no native bf16: choosing vit_b shows the suggestion with the measured
     times per slice of vit_b and vit_t (the user's choice is kept); vit_t, the demo
     model, a GPU device or a bf16 CPU show nothing."""
-    from napari_sam.engine import cpu
-
-    monkeypatch.setenv(cpu.OVERRIDE_ENV, "avx2")
-    cpu.cpu_info.cache_clear()
-    try:
-        viewer = make_napari_viewer()
-        w = SamWidget(viewer)
-        w.device_combo.setCurrentText("cpu")
-        w.model_combo.setCurrentText("vit_b")
-        assert w.model_combo.currentText() == "vit_b"  # kept
-        assert w.model_hint.isVisibleTo(w)
-        text = w.model_hint.text()
-        assert "vit_t" in text and "8.63 s per slice" in text and "1.05 s per slice" in text
-        for other in ("vit_t", "demo"):
-            w.model_combo.setCurrentText(other)
-            assert not w.model_hint.isVisibleTo(w), other
-        w.model_combo.setCurrentText("vit_h")  # not measured: suggested without times
-        assert w.model_hint.isVisibleTo(w) and "s per slice" not in w.model_hint.text()
-        monkeypatch.setenv(cpu.OVERRIDE_ENV, "amx")
-        cpu.cpu_info.cache_clear()
-        w.model_combo.setCurrentText("vit_b")
-        assert not w.model_hint.isVisibleTo(w)
-        w.release()
-    finally:
-        monkeypatch.delenv(cpu.OVERRIDE_ENV)
-        cpu.cpu_info.cache_clear()
+    force_cpu_class("avx2")
+    viewer = make_napari_viewer()
+    w = SamWidget(viewer)
+    w.device_combo.setCurrentText("cpu")
+    w.model_combo.setCurrentText("vit_b")
+    assert w.model_combo.currentText() == "vit_b"  # kept
+    assert w.model_hint.isVisibleTo(w)
+    text = w.model_hint.text()
+    assert "vit_t" in text and "8.63 s per slice" in text and "1.05 s per slice" in text
+    for other in ("vit_t", "demo"):
+        w.model_combo.setCurrentText(other)
+        assert not w.model_hint.isVisibleTo(w), other
+    w.model_combo.setCurrentText("vit_h")  # not measured: suggested without times
+    assert w.model_hint.isVisibleTo(w) and "s per slice" not in w.model_hint.text()
+    force_cpu_class("amx")
+    w.model_combo.setCurrentText("vit_b")
+    assert not w.model_hint.isVisibleTo(w)
+    w.release()
