@@ -12,7 +12,8 @@ its cache), and optionally ``read(tile)``, the outer region's pixels (only neede
     labels = tiled_amg(amg, grid, embedding)         # the same, run to the end
     TiledAmg(amg, grid, embedding, out=zarr_labels, tiles=grid.tiles_in(region))
 
-**Merge rule** (measured in docs/tiling.md, ``benchmarks/tiled_amg.py``). Tiles are
+**Merge rule** (measured in docs/tiling.md, ``benchmarks/tiled_amg.py``; implemented
+once, in :class:`~.tile_merge.TileMerge`, which the Dask driver uses too). Tiles are
 segmented one after the other (row-major, or the order of ``tiles``); each runs the 2D
 generator on its whole outer region (inner tile + halo), so an object near an inner
 border is seen whole. A tile *keeps* the objects of its label image whose bounding-box
@@ -49,71 +50,28 @@ from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import find_objects
 
 from ..embedding import Embedding
-from ..labels import merge_new_objects
 from ..progress import Progress, run_to_end, within_step
 from ..tiling import Tile, TileGrid, check_tile_embedding
 from .generator import AutomaticMaskGenerator
-from .result import AmgResult
+from .tile_merge import DEFAULT_TOLERANCE, KEEP_RULES, TileMerge, keep_mask
 from .volume import DEFAULT_LINK_IOU, VolumeAmg
 
 __all__ = [
     "DEFAULT_TOLERANCE",
     "KEEP_RULES",
+    "TileMerge",
     "TiledAmg",
     "TiledVolumeAmg",
     "keep_mask",
     "tiled_amg",
 ]
 
-KEEP_RULES = ("centre", "centre-with-cut", "touch")
-DEFAULT_TOLERANCE = 2.0  # pixels; measured in docs/tiling.md (benchmarks/tiled_amg.py)
-_COLUMNS = ("label", "tile_row", "tile_col", "predicted_iou", "stability_score", "area")
 
-
-def keep_mask(
-    result: AmgResult,
-    grid: TileGrid,
-    tile: Tile,
-    keep: str = "centre",
-    tolerance: float = 0.0,
-) -> np.ndarray:
-    """(n_records,) bool: which objects of a tile's AMG result (labels in the outer
-    region's pixels) the tile keeps by rule ``keep`` (module docstring), with the inner
-    region grown by ``tolerance`` pixels for the centre test."""
-    if keep not in KEEP_RULES:
-        raise ValueError(f"keep must be one of {KEEP_RULES}, got {keep!r}")
-    n = len(result.records)
-    if n == 0:
-        return np.zeros(0, bool)
-    o0, p0, o1, p1 = grid.outer(tile)
-    i0, j0, i1, j1 = (a - b for a, b in zip(grid.inner(tile), (o0, p0, o0, p0), strict=True))
-    box = np.array([r.bbox for r in result.records], dtype=np.float64)  # inclusive
-    if keep == "touch":
-        return (box[:, 0] < i1) & (box[:, 2] >= i0) & (box[:, 1] < j1) & (box[:, 3] >= j0)
-    cr, cc = (box[:, 0] + box[:, 2]) / 2, (box[:, 1] + box[:, 3]) / 2
-    # pixel centres: the inner region [i0, i1) holds centres in [i0 - 0.5, i1 - 0.5)
-    t = float(tolerance) + 0.5
-    sel = (cr >= i0 - t) & (cr < i1 - 1 + t) & (cc >= j0 - t) & (cc < j1 - 1 + t)
-    if keep == "centre":
-        h, w = grid.plane
-        cut = np.zeros(n, bool)
-        if o0 > 0:
-            cut |= box[:, 0] == 0
-        if p0 > 0:
-            cut |= box[:, 1] == 0
-        if o1 < h:
-            cut |= box[:, 2] == o1 - o0 - 1
-        if p1 < w:
-            cut |= box[:, 3] == p1 - p0 - 1
-        sel &= ~cut
-    return sel
-
-
-class TiledAmg:
-    """AMG on every tile of a :class:`~.tiling.TileGrid`, merged into one label image.
+class TiledAmg(TileMerge):
+    """AMG on every tile of a :class:`~.tiling.TileGrid`, merged into one label image
+    by :class:`~.tile_merge.TileMerge` (the merge step, shared with the Dask driver).
 
     amg: the 2D generator (its parameters, rim rule and ``min_object_area`` apply);
     grid: the tiles; embedding: ``tile → Embedding`` of the tile's outer region at
@@ -138,35 +96,19 @@ class TiledAmg:
         keep: str = "centre",
         tolerance: float = DEFAULT_TOLERANCE,
     ) -> None:
-        if keep not in KEEP_RULES:
-            raise ValueError(f"keep must be one of {KEEP_RULES}, got {keep!r}")
         if amg.crop_n_layers > 0 and read is None:
             raise ValueError("crop_n_layers > 0 needs the tiles' pixels: pass read=...")
-        if int(first_id) < 1:
-            raise ValueError(f"first_id must be ≥ 1, got {first_id}")
-        if out is None:
-            out = np.zeros(grid.plane, np.uint32)
-        elif tuple(out.shape) != tuple(grid.plane):
-            raise ValueError(f"out has shape {tuple(out.shape)}, the plane is {grid.plane}")
-        elif np.dtype(out.dtype).kind not in "iu":
-            raise ValueError(f"out must have an integer dtype, got {out.dtype}")
-        self.amg, self.grid, self.embedding, self.read = amg, grid, embedding, read
-        if not tolerance >= 0:
-            raise ValueError(f"tolerance must be ≥ 0 pixels, got {tolerance!r}")
-        self.keep, self.tolerance = keep, float(tolerance)
-        self.labels = out
-        self.tiles = [grid.check(t) for t in (grid.tiles() if tiles is None else tiles)]
-        self.next_id = int(first_id)
-        self.done: list[Tile] = []  # tiles finished (their objects are in ``labels``)
-        self._columns: dict[str, list[np.ndarray]] = {c: [] for c in _COLUMNS}
-
-    @property
-    def total(self) -> int:
-        return len(self.tiles)
-
-    @property
-    def n_objects(self) -> int:
-        return sum(len(a) for a in self._columns["label"])
+        super().__init__(
+            grid,
+            min_area=amg.min_object_area,
+            rim_rule=amg.rim_rule,
+            out=out,
+            tiles=tiles,
+            first_id=first_id,
+            keep=keep,
+            tolerance=tolerance,
+        )
+        self.amg, self.embedding, self.read = amg, embedding, read
 
     def run(self) -> Generator[Progress, None, Any]:
         """Segment tile after tile; yields Progress in tiles (the generator's own steps
@@ -183,71 +125,6 @@ class TiledAmg:
             n = self.add_tile(tile, result)
             yield Progress(done + 1, total, f"tile {tile}: {n} objects")
         return self.labels
-
-    def add_tile(self, tile: Tile, result: AmgResult) -> int:
-        """Merge one tile's AMG result (labels of its outer region) into :attr:`labels`
-        by the merge rule; returns the number of objects added (used by :meth:`run` and
-        by drivers that segment tiles elsewhere)."""
-        tile = self.grid.check(tile)
-        region = self.grid.outer(tile)
-        r0, c0, r1, c1 = region
-        if result.labels.shape != (r1 - r0, c1 - c0):
-            raise ValueError(
-                f"tile {tile}: labels of shape {result.labels.shape}, its outer region is "
-                f"{(r1 - r0, c1 - c0)}"
-            )
-        sel = keep_mask(result, self.grid, tile, self.keep, self.tolerance)
-        ids = np.array([r.label for r in result.records], dtype=np.int64)[sel]
-        lut = np.zeros(len(result.records) + 1, np.uint32)
-        lut[ids] = np.arange(1, len(ids) + 1, dtype=np.uint32)
-        new = lut[result.labels]
-        existing = np.asarray(self.labels[r0:r1, c0:c1])
-        values, n_added = merge_new_objects(
-            existing,
-            new,
-            first_id=self.next_id,
-            min_area=self.amg.min_object_area,
-            rule=self.amg.rim_rule,
-        )
-        if n_added:
-            written = values != 0
-            block = existing.copy()
-            block[written] = values[written]
-            self.labels[r0:r1, c0:c1] = block
-            self._record(tile, result, ids, new, values, n_added)
-        self.next_id += n_added
-        self.done.append(tile)
-        return n_added
-
-    def _record(self, tile, result, ids, new, values, n_added) -> None:
-        first = self.next_id
-        added = np.where(values != 0, values.astype(np.int64) - first + 1, 0)
-        boxes = find_objects(added, max_label=n_added)
-        area = np.bincount(added.ravel(), minlength=n_added + 1)[1:]
-        src = np.array([int(new[b][added[b] == k][0]) for k, b in enumerate(boxes, 1)])
-        recs = [result.records[int(ids[s - 1]) - 1] for s in src]
-        cols = self._columns
-        cols["label"].append(np.arange(first, first + n_added, dtype=np.uint32))
-        cols["tile_row"].append(np.full(n_added, tile[0], np.int32))
-        cols["tile_col"].append(np.full(n_added, tile[1], np.int32))
-        cols["predicted_iou"].append(np.array([r.predicted_iou for r in recs], np.float32))
-        cols["stability_score"].append(np.array([r.stability_score for r in recs], np.float32))
-        cols["area"].append(area.astype(np.int64))
-
-    def features(self) -> dict[str, np.ndarray]:
-        """Per-object columns of the objects written (label, tile_row, tile_col,
-        predicted_iou, stability_score, area = pixels written), in id order."""
-        return {
-            c: np.concatenate(v) if v else np.zeros(0, _dtype(c)) for c, v in self._columns.items()
-        }
-
-
-def _dtype(column: str) -> np.dtype:
-    return np.dtype(
-        {"label": np.uint32, "tile_row": np.int32, "tile_col": np.int32, "area": np.int64}.get(
-            column, np.float32
-        )
-    )
 
 
 def tiled_amg(
