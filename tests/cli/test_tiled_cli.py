@@ -187,7 +187,7 @@ def test_amg_tiled_reads_one_outer_region_at_a_time(files, tiny_checkpoint, monk
         (["--halo", "-1"], "--halo must be ≥ 0"),
         (["--tile-shape", "0", "40"], "--tile-shape must be two sizes ≥ 1"),
         (["--halo", "40"], "leaves no inner tile"),
-        (["--scheduler", "2"], "--scheduler runs whole-slice AMG only: add --tiling off"),
+        (["--workers", "0"], "--workers must be ≥ 1, got 0"),
     ],
 )
 def test_amg_flag_errors_are_one_line(files, tiny_checkpoint, capsys, extra, expected):
@@ -304,6 +304,7 @@ def test_tiles_in_the_store_embed_info_amg_propagate(files, tiny_checkpoint, cap
     assert info["tiles"] == {"plane": [100, 120], "tile": [48, 48], "halo": [8, 8]}
     assert main(["info", str(store)]) == 0
     assert "27/27 tiles (9 per slice: 48 × 48 px + halo 8 px)" in capsys.readouterr().out
+
     def written():
         return sorted((f, f.stat().st_mtime_ns) for f in store.rglob("*") if f.is_file())
 

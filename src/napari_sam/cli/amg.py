@@ -9,8 +9,10 @@ slice 1..n) or, with ``--link-z``, 3D ids linked across slices (ids 1..N); 4D
 (T, Z, Y, X) → the same per time point. OUT: .tif, .npy or .zarr. AMG parameters default
 to the official ones, except for the packaged demo model, which uses its tuned set
 (``DEMO_PARAMS``); the parameters used are printed. Embeddings of stacks are computed
-slice by slice (a few in RAM) or read from / written to ``--store``; ``--scheduler``
-runs the slices on Dask. An existing OUT, and a store made for another model /
+slice by slice (a few in RAM) or read from / written to ``--store``. ``--scheduler ADDR``
+/ ``--workers N`` run on Dask: one task per slice, or per tile when the planes are
+tiled (merged on this machine by the local merge rule: the same labels as a local run).
+An existing OUT, and a store made for another model /
 precision / normalisation / image, are replaced only with ``--overwrite``.
 """
 
@@ -37,10 +39,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("image", nargs="?", help="2D / 3D / 4D image (.tif, .npy, .zarr)")
     src.add_argument("--sample", choices=["nuclei-2d"], help="use a bundled synthetic sample")
-    p.add_argument("--out", help="output labels (.tif, .npy, .zarr, .ome.zarr or "
-                   "IMAGE.ome.zarr/labels/NAME); --sample: optional")
-    p.add_argument("--level", type=int, default=0,
-                   help="OME-Zarr image: resolution level to segment (default 0)")
+    p.add_argument(
+        "--out",
+        help="output labels (.tif, .npy, .zarr, .ome.zarr or "
+        "IMAGE.ome.zarr/labels/NAME); --sample: optional",
+    )
+    p.add_argument(
+        "--level",
+        type=int,
+        default=0,
+        help="OME-Zarr image: resolution level to segment (default 0)",
+    )
     p.add_argument("--model", default="demo", help="registry name (default: demo)")
     p.add_argument("--checkpoint", help="checkpoint file (architecture from --model or shapes)")
     p.add_argument("--device", default="auto")
@@ -59,7 +68,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         help="with --link-z: drop 3D objects on fewer slices (demo model: 3, else 1)",
     )
-    p.add_argument("--scheduler", help="Dask scheduler address, or N for a LocalCluster")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--scheduler",
+        metavar="ADDR",
+        help="run slices / tiles on this Dask scheduler (or N: a local Dask cluster of N workers)",
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run slices / tiles on a local Dask cluster of N worker processes",
+    )
     add_tiling_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -112,9 +132,10 @@ def run(args: argparse.Namespace) -> int:
     if args.min_slices < 1:
         raise UserError(f"--min-slices must be ≥ 1, got {args.min_slices}")
     print("AMG parameters: " + ", ".join(f"{k}={v}" for k, v in params.items()))
-    if args.scheduler is not None and nd > 2:
-        _whole_slices_only(args, image)
-        labels = _run_dask(args, image, nd, params, link_iou)
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be ≥ 1, got {args.workers}")
+    if args.scheduler is not None or args.workers is not None:
+        labels = _run_dask(args, image, nd, rgb, params, link_iou)
     else:
         labels = _run_local(args, image, nd, rgb, params, link_iou)
     cal = None if args.sample else image_calibration(args.image, args.level)
@@ -210,37 +231,45 @@ def _run_tiled(args, model, amg, grid, image, nd: int, rgb: bool, link_iou: floa
     return result
 
 
-def _whole_slices_only(args, image) -> None:
-    """--scheduler runs whole-slice AMG: refuse (one line) when tiles would be used.
-    Unless --tiling off, the model is loaded here once to learn its input size."""
-    from .common import load_model, tile_grid
-
-    if args.tiling == "off" and args.tile_shape is None and args.halo is None:
-        return
-    if tile_grid(args, load_model(args), tuple(image.shape[-2:])) is not None:
-        raise UserError(
-            "--scheduler runs whole-slice AMG only: add --tiling off (planes larger "
-            "than the model input are then shrunk into it), or drop --scheduler"
-        )
-
-
-def _run_dask(args, image, nd: int, params: dict, link_iou: float) -> np.ndarray:
+def _run_dask(args, image, nd: int, rgb: bool, params: dict, link_iou: float) -> np.ndarray:
+    """Slices (or, when the planes are tiled, tiles) segmented on Dask workers; the
+    driver learns the model's input size from a worker (it never loads the model),
+    merges tiles (store/amg_dask_tiles.py) and links slices in z."""
     from ..engine.amg.volume import link_slices
-    from ..store import ModelSpec, SliceLayout
+    from ..store import ModelSpec, SliceLayout, TiledLayout
     from ..store.amg_dask import amg_slices
-    from .common import dask_errors, store_errors
+    from ..store.amg_dask_tiles import amg_tiles
+    from ..store.cluster import dask_client, load_spec, signature_task
+    from .common import dask_errors, store_errors, tile_grid
     from .progress import drive
 
-    sched = int(args.scheduler) if args.scheduler.isdigit() else args.scheduler
+    if args.workers is not None:
+        sched = args.workers
+    else:
+        sched = int(args.scheduler) if args.scheduler.isdigit() else args.scheduler
     spec = ModelSpec(args.model, args.checkpoint, args.device, args.precision)
-    layout = SliceLayout.for_shape(image.shape, spatial=[nd - 2, nd - 1])
+    spatial = [0, 1] if nd == 2 else [nd - 2, nd - 1]
+    slices = SliceLayout.for_shape(image.shape, spatial=spatial, rgb=rgb and nd == 2)
     # `overwrite` is passed only when asked: older store.amg_dask versions lack it
     kw = {"overwrite": True} if args.overwrite else {}
-    steps = amg_slices(
-        image, layout, list(layout.indices()), spec, params, scheduler=sched, store=args.store, **kw
-    )
-    with dask_errors(), store_errors("--store"):
-        planes = drive(steps, "amg (dask)", "slice", quiet=args.no_progress)
+    with dask_errors(), store_errors("--store"), dask_client(sched) as client:
+        sig = client.submit(signature_task, spec, load_spec, pure=False).result()
+        grid = tile_grid(args, int(sig.transform["image_size"]), tuple(slices.slice_size))
+        indices = list(slices.indices())
+        if grid is None:
+            steps = amg_slices(image, slices, indices, spec, params, scheduler=client,
+                               store=args.store, **kw)  # fmt: skip
+            planes = drive(steps, "amg (dask)", "slice", quiet=args.no_progress)
+        else:
+            print(
+                f"tiles: {grid.shape[0]} × {grid.shape[1]} of {grid.tile[0]} × "
+                f"{grid.tile[1]} px + halo {grid.halo[0]} px per plane (on Dask)"
+            )
+            steps = amg_tiles(image, TiledLayout(slices, grid), indices, spec, params,
+                              scheduler=client, store=args.store, **kw)  # fmt: skip
+            planes = drive(steps, "amg (dask, tiles)", "tile", quiet=args.no_progress)
+    if nd == 2:
+        return planes[()]
     result = np.zeros(image.shape, np.uint32)
     for t in range(image.shape[0]) if nd == 4 else [None]:
         lead = () if t is None else (t,)

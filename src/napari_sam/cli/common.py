@@ -70,7 +70,11 @@ def store_errors(flag: str) -> Iterator[None]:
 
 
 def volume_embeddings(
-    args: argparse.Namespace, model: Any, image: Any, spatial: list[int], capacity: int,
+    args: argparse.Namespace,
+    model: Any,
+    image: Any,
+    spatial: list[int],
+    capacity: int,
     source: str,
 ) -> Any:
     """The :class:`~napari_sam.store.provider.EmbeddingProvider` of a stack's slices for
@@ -134,7 +138,9 @@ def add_tiling_arguments(p: argparse.ArgumentParser) -> None:
 
 def tile_grid(args: argparse.Namespace, model: Any, plane: tuple[int, int]) -> Any:
     """The :class:`~napari_sam.engine.tiling.TileGrid` the flags ask for on a plane of
-    (H, W) pixels, or None (the plane is used whole). Bad combinations: UserError."""
+    (H, W) pixels, or None (the plane is used whole). model: the loaded model, or its
+    input size in pixels (a Dask driver learns it from a worker). Bad combinations:
+    UserError."""
     from ..engine.tiling import TileGrid
 
     if args.tiling == "off" and (args.tile_shape is not None or args.halo is not None):
@@ -144,15 +150,21 @@ def tile_grid(args: argparse.Namespace, model: Any, plane: tuple[int, int]) -> A
     if args.tile_shape is not None and min(args.tile_shape) < 1:
         raise UserError(f"--tile-shape must be two sizes ≥ 1, got {tuple(args.tile_shape)}")
     tiling = tuple(args.tile_shape) if args.tile_shape is not None else args.tiling
-    size = int(model.sam.image_size)
+    size = int(model) if isinstance(model, int) else int(model.sam.image_size)
     with user_errors(ValueError, prefix="--tile-shape / --halo: "):
         grid = TileGrid.for_model(plane, size, tiling, args.halo)
     return grid
 
 
 def tiled_embeddings(
-    args: argparse.Namespace, model: Any, image: Any, spatial: list[int], grid: Any,
-    capacity: int, source: str, rgb: bool = False,
+    args: argparse.Namespace,
+    model: Any,
+    image: Any,
+    spatial: list[int],
+    grid: Any,
+    capacity: int,
+    source: str,
+    rgb: bool = False,
 ) -> Any:
     """An :class:`~napari_sam.store.provider.EmbeddingProvider` of the tiles of every
     slice (keys ``(*slice_index, tile_row, tile_col)``; at most ``capacity`` tile
