@@ -116,6 +116,20 @@ def test_dask_scheduler_matches_local(stack, tiny_checkpoint, capsys):
 
 
 @pytest.mark.slow
+def test_dask_on_a_2d_image_matches_local(stack, tiny_checkpoint, capsys):
+    """A 2D image with --scheduler N runs on Dask (one slice) — before, the flag was
+    ignored for 2D images — and gives the local labels."""
+    require("distributed")
+    local = args(stack / "img2d.tif", stack / "local.npy", tiny_checkpoint)
+    assert main(local) == 0, capsys.readouterr().err
+    dask = args(stack / "img2d.tif", stack / "dask.npy", tiny_checkpoint, "--scheduler", "1")
+    assert main(dask) == 0, capsys.readouterr().err
+    want = np.load(stack / "local.npy")
+    assert want.shape == (40, 48) and want.max() >= 1
+    np.testing.assert_array_equal(np.load(stack / "dask.npy"), want)
+
+
+@pytest.mark.slow
 def test_dask_workers_on_tiled_planes_match_the_local_tiled_run(tmp_path, capsys, monkeypatch):
     """Demo model (256-px input), a (2, 260, 180) stack of small nuclei: 2 × 1 tiles of
     192 + halo 32 per plane. ``--workers 1`` segments the tiles on Dask and merges them

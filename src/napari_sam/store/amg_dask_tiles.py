@@ -17,7 +17,8 @@ labels equal the local tiled result exactly.
 Memory: tasks are submitted in a sliding window of ``window`` tiles past the next tile
 to merge; a tile finished early waits, as a (outer-region labels, records) pair, until
 the tiles before it are merged. So the driver holds at most ``window`` tile results
-(the local path holds one), never a whole plane's, plus the label planes it returns.
+(the local path holds one), never a whole plane's, plus the label planes it returns; a
+result read is released on the cluster (its future is dropped).
 """
 
 from __future__ import annotations
@@ -102,25 +103,29 @@ def amg_tiles(
         if window is None:
             window = 2 * max(1, sum(client.nthreads().values()))
         args = (spec, load, params, store, layout, norm, overwrite)
-        futures: list[Any] = []
         running = as_completed()
+        pending: set[Any] = set()  # futures not yet read (finished ones are dropped, so
+        # the workers do not keep every tile's result)
         buffered: dict[RegionKey, AmgResult] = {}
-        merged = 0
+        submitted = merged = 0
 
         def submit_more() -> None:
-            while len(futures) < total and len(futures) - merged < window:
-                key = keys[len(futures)]
+            nonlocal submitted
+            while submitted < total and submitted - merged < window:
+                key = keys[submitted]
                 part = payload(image, layout, key)  # type: ignore[arg-type]
                 fut = client.submit(
                     _tile_task, *args, key, part, pure=False, key=task_key("amg-tile", key)
                 )
-                futures.append(fut)
+                pending.add(fut)
                 running.add(fut)
+                submitted += 1
 
         try:
             submit_more()
             for fut in running:
                 key, result = fut.result()  # a worker's error is re-raised here
+                pending.discard(fut)
                 buffered[key] = result
                 while merged < total and keys[merged] in buffered:
                     key = keys[merged]
@@ -136,7 +141,7 @@ def amg_tiles(
                     yield Progress(merged, total, f"slice {idx} tile {tile}: {n} objects")
                 submit_more()
         finally:
-            client.cancel([f for f in futures if not f.done()])
+            client.cancel(list(pending))
     return out
 
 
