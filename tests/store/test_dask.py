@@ -93,8 +93,14 @@ AMG = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0
 def _amg(cluster, spec, img, store, **kw) -> dict:
     layout = SliceLayout.for_shape(img.shape)
     steps = amg_slices(
-        img, layout, list(layout.indices()), spec, AMG,
-        scheduler=cluster.scheduler_address, store=str(store), **kw,
+        img,
+        layout,
+        list(layout.indices()),
+        spec,
+        AMG,
+        scheduler=cluster.scheduler_address,
+        store=str(store),
+        **kw,
     )
     try:
         while True:
@@ -164,3 +170,52 @@ def test_tiles_on_the_cluster_equal_local_tiles(cluster, model, spec, tmp_path):
         assert steps[-1].done == steps[-1].total == 18, name
         got = np.asarray(zarr.open_group(path)["embeddings"][...])
         assert got.shape == (2, 3, 3, *want.shape[3:]) and np.array_equal(got, want), name
+
+
+def _refault_pages() -> tuple[dict[str, str | None], float]:
+    """Worker side: the MALLOC_* variables it started with and the minor page faults per
+    round of allocating, filling and freeing an 8 MB block (what an encoder call's
+    activations do)."""
+    import resource
+
+    import numpy as np
+
+    start = dict(  # the environment the process started with (glibc reads it)
+        kv.split("=", 1) for kv in open("/proc/self/environ").read().split("\0") if "=" in kv
+    )
+    env = {k: start.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+    np.ones(2**20)  # warm-up
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        np.ones(2**20).sum()  # 8 MB
+    return env, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20
+
+
+@pytest.mark.slow
+def test_local_cluster_of_workers_n_keeps_freed_activations(monkeypatch):
+    """``--workers N``: the workers we spawn get tune_cpu_allocator's glibc setting, not
+    Dask's MALLOC_TRIM_THRESHOLD_=65536 (which re-faulted every activation: the demo
+    model's tile embedding ran 2× slower in a worker than here)."""
+    import os
+
+    from napari_sam.engine.device import MMAP_THRESHOLD, TRIM_THRESHOLD, allocator_environ
+    from napari_sam.store.cluster import dask_client
+
+    for var in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "NAPARI_SAM_MALLOC_TUNING"):
+        monkeypatch.delenv(var, raising=False)
+    if not allocator_environ():
+        pytest.skip("no glibc allocator tuning on this platform")
+    saved = dict(os.environ)  # Dask's nanny writes its pre-spawn variables here too
+    try:
+        with dask_client(1) as client:
+            env, faults = client.submit(_refault_pages, pure=False).result()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert env == {
+        "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
+        "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD),
+    }
+    assert faults < 100  # with Dask's own setting: ~500 per round (measured)
+    monkeypatch.setenv("NAPARI_SAM_MALLOC_TUNING", "0")
+    assert allocator_environ() == {}

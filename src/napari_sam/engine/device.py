@@ -121,3 +121,26 @@ def tune_cpu_allocator() -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     ok = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
     return bool(ok and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
+
+
+def allocator_environ() -> dict[str, str]:
+    """The environment giving a process spawned by us the allocator setting of
+    :func:`tune_cpu_allocator` from its start (glibc reads it at start-up).
+
+    For the Dask workers of ``--workers N``: Dask's nanny sets
+    ``MALLOC_TRIM_THRESHOLD_=65536`` in every worker it spawns, so
+    :func:`tune_cpu_allocator` stands back there (the variable looks like the user's
+    choice) and every encoder call faults its activations in afresh (measured: the demo
+    model's tile embedding 2× slower in a worker, docs/benchmarks.md). Empty where
+    :func:`tune_cpu_allocator` would do nothing here (``NAPARI_SAM_MALLOC_TUNING=0``,
+    the user's own ``MALLOC_*_`` variables, not Linux / glibc)."""
+    if os.environ.get("NAPARI_SAM_MALLOC_TUNING", "1") == "0":
+        return {}
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        return {}
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return {}
+    return {
+        "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
+        "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD),
+    }

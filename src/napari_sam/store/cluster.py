@@ -142,7 +142,10 @@ class dask_client:
         self.owned: list[Any] = []
 
     def __enter__(self) -> Any:
+        import dask
         from distributed import Client, LocalCluster
+
+        from ..engine.device import allocator_environ
 
         s = self.scheduler
         if isinstance(s, Client):
@@ -153,13 +156,18 @@ class dask_client:
             if s < 1:
                 raise ValueError(f"number of workers must be ≥ 1, got {s}")
             threads = str(max(1, (os.cpu_count() or 1) // s))
-            cluster = LocalCluster(
-                n_workers=s,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
-            )
+            # set before each worker starts, over Dask's MALLOC_TRIM_THRESHOLD_=65536
+            spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {})}
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": {
+                **spawn, **allocator_environ()
+            }}):  # fmt: skip
+                cluster = LocalCluster(
+                    n_workers=s,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
+                )
             self.owned.append(cluster)
             s = cluster
         try:
