@@ -12,6 +12,7 @@ import torch
 from ..model.build import CONFIGS, SamConfig
 from ..model.checkpoint import load_sam_checkpoint
 from ..model.common import set_attention_impl
+from ..model.image_encoder import set_fast_path as set_vit_fast_path
 from ..model.sam import Sam
 from ..model.tiny_vit import set_fast_path as set_tiny_vit_fast_path
 from .device import resolve_device, tune_cpu_allocator
@@ -133,6 +134,7 @@ def wrap_model(
     # TinyViT (vit_t): batch norms folded, channels-last convolutions — outside the exact
     # mode; folded in fp32 before any bf16 conversion
     set_tiny_vit_fast_path(sam, plan.fold_tiny_vit)
+    set_vit_fast_path(sam, plan.fast_vit)  # ViT: packed linears, chunked attention
     if plan.precision == "bf16":
         _ = model.weights_hash
         sam.image_encoder.to(torch.bfloat16)

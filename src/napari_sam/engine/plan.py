@@ -31,7 +31,11 @@ what ``"auto"`` resolves to (bf16 on ``amx`` / ``avx512_bf16``, fp32 elsewhere) 
 bf16 attention above; every class's plan gives masks within the IoU bound of the exact
 mode on any CPU (tests/engine/test_plan_classes.py forces each one), only the speed
 differs.
-Outside the exact mode TinyViT (vit_t) also folds its batch norms (``fold_tiny_vit``).
+Outside the exact mode TinyViT (vit_t) also folds its batch norms (``fold_tiny_vit``),
+and an fp32 ViT encoder on a CPU takes its fast path (``fast_vit``,
+:mod:`napari_sam.model.vit_fast`: contiguous residual stream, global attention in
+cache-sized chunks, oneDNN pre-packed linear layers with GELU fused — equal to float
+rounding; measured 3–11 % faster on the avx2 class, docs/benchmarks.md).
 The prompt encoder and the official mask decoder always run in fp32; the automatic mask
 generator keeps an fp32 folded decoder (no faster for small decoders, and masks at its
 thresholds would flip — docs/amg.md).
@@ -70,7 +74,9 @@ class DecodePlan:
     fold_tiny_vit: TinyViT's fast path (batch norms folded, channels-last convolutions,
     convolution + activation fused in oneDNN where available);
     cpu_class: the CPU class the plan was chosen for (:data:`.cpu.CPU_CLASSES`), None
-    for a GPU / MPS device.
+    for a GPU / MPS device;
+    fast_vit: the ViT encoder's fast inference path (:mod:`napari_sam.model.vit_fast`),
+    outside the exact mode for fp32 on a CPU.
     """
 
     requested: str
@@ -83,6 +89,7 @@ class DecodePlan:
     upsampling: str
     fold_tiny_vit: bool
     cpu_class: str | None = None
+    fast_vit: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as plain JSON values (recorded in embedding stores' attributes)."""
@@ -102,6 +109,7 @@ class DecodePlan:
             ("automatic-mask decoder", f"folded, {self.amg_decoder_precision}"),
             ("mask upsampling", self.upsampling),
             ("TinyViT (vit_t)", "folded, channels-last" if self.fold_tiny_vit else "reference"),
+            ("ViT encoder", "fast (packed linears)" if self.fast_vit else "reference"),
         ]
         return "\n".join(f"  {k:24s}{v}" for k, v in rows)
 
@@ -136,6 +144,8 @@ def resolve_plan(device: torch.device, precision: str = "auto") -> DecodePlan:
         upsampling="dense" if exact else "blocks",
         fold_tiny_vit=not exact,
         cpu_class=cpu_class,
+        # measured on the avx2 class only; bf16 CPUs and GPUs keep the reference order
+        fast_vit=not exact and concrete == "fp32" and device.type == "cpu",
     )
 
 

@@ -21,7 +21,13 @@ class ImageEncoderViT(nn.Module):
 
     Input: (B, 3, img_size, img_size) normalised float image.
     Output: (B, out_chans, img_size // patch_size, img_size // patch_size).
+
+    ``fast`` (False by default, :func:`set_fast_path`): inference without autograd takes
+    :mod:`.vit_fast` — equal to float rounding, not bit-identical, so outside the exact
+    mode only.
     """
+
+    fast: bool = False
 
     def __init__(
         self,
@@ -67,6 +73,10 @@ class ImageEncoderViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 3, H, W) → (B, out_chans, H / patch, W / patch)."""
+        if self.fast and not torch.is_grad_enabled():
+            from .vit_fast import encoder_forward
+
+            return encoder_forward(self, x)
         x = self.patch_embed(x)
         if self.pos_embed is not None:
             x = x + self.pos_embed
@@ -75,6 +85,14 @@ class ImageEncoderViT(nn.Module):
         for blk in self.blocks:
             x = blk(x, scratch)
         return self.neck(x.permute(0, 3, 1, 2))
+
+
+def set_fast_path(module: nn.Module, on: bool) -> None:
+    """Switch every :class:`ImageEncoderViT` inside ``module`` to the fast inference path
+    (``on``) or back to the reference operation order."""
+    for m in module.modules():
+        if isinstance(m, ImageEncoderViT):
+            m.fast = on
 
 
 class PatchEmbed(nn.Module):
