@@ -146,8 +146,10 @@ def rounds_of(chain: Sequence[tuple]) -> list[PromptRound]:
 
 def prompted(preview: Any, overwrite: bool) -> Record | None:
     """A commit of ``preview`` (a :class:`~napari_sam.session.preview.Preview`); None
-    when the preview does not say which prompts made it (then an edit is recorded)."""
-    if not getattr(preview, "chain", ()):
+    when the preview does not say which prompts made it, or was answered on a tile
+    (replay does not re-create tiled prompts yet): then an edit — the exact voxels —
+    is recorded."""
+    if not getattr(preview, "chain", ()) or getattr(preview, "tile", None) is not None:
         return None
     rounds = rounds_of(preview.chain)
 
