@@ -193,3 +193,42 @@ def test_visible_region_is_in_full_resolution_pixels():
         ndim=2,
     )
     assert visible_region(pyramid) == (0, 0, 204, 244)
+
+
+def test_tiled_actions_are_recorded_and_replayed_identically(tiled_widget, qtbot):
+    from napari_sam.export import PROVENANCE_KEY, Provenance
+    from napari_sam.export.replay import replay
+
+    image, truth = nuclei_2d((768, 768), seed=16, dtype="uint16", radius=(10.0, 18.0))
+    _viewer, layer, w = tiled_widget(image, scale=SCALE, translate=TRANSLATE)
+    a, rc = across_border(truth)
+    click(w, layer, rc, qtbot)
+    assert w.commit() == 1
+    # a click refined by a negative click on the background next to another nucleus
+    others = [i for i in np.unique(truth) if i and i != a]
+    b = others[len(others) // 2]
+    rc_b = tuple(int(v) for v in interior_point(truth == b))
+    click(w, layer, rc_b, qtbot)
+    first = w.preview
+    bg = np.argwhere(truth == 0)
+    near = bg[np.argmin(np.abs(bg - rc_b).sum(axis=1))]
+    w.points.feature_defaults = {"positive": False}
+    w.points.add(w.points.world_to_data(layer.data_to_world(tuple(near))))
+    qtbot.waitUntil(lambda: w.preview is not None and w.preview.request > first.request)
+    assert len(w.preview.chain) == 2 and w.preview.tile == first.tile
+    assert w.commit() == 2
+    # automatic masks on the tiles in view: recorded as an edit
+    w.tiles_in_view = lambda: [(3, 3)]
+    w.amg_panel.apply_preset("demo model (tuned)")
+    w.amg_panel.segment()
+    qtbot.waitUntil(lambda: w.amg_panel.worker is None, timeout=120000)
+    labels = w.chosen_labels()
+    doc = labels.metadata[PROVENANCE_KEY]
+    assert doc["tiling"] == w.session.grid.to_dict()
+    kinds = [x["kind"] for x in doc["actions"]]
+    assert kinds[:2] == ["click", "click"] and set(kinds[2:]) == {"edited"}  # voxels by id
+    assert [x["tile"] for x in doc["actions"][:2]] == [list(w.session.grid.tile_at(*rc)),
+                                                       list(first.tile)]  # fmt: skip
+    result = replay(Provenance.from_dict(doc), image, w.session.model)
+    assert not result.mismatches
+    np.testing.assert_array_equal(result.labels, labels.data)
