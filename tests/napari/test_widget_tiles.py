@@ -14,6 +14,7 @@ from scipy import ndimage as ndi
 
 from napari_sam._napari import commit as commit_mod
 from napari_sam._napari.constants import TILES_LAYER
+from napari_sam._napari.controls import TILING_AUTO, TILING_OFF
 from napari_sam._napari.tiles import visible_region
 from napari_sam._napari.widget import SamWidget
 from napari_sam.engine.metrics import interior_point, iou, object_f1
@@ -108,6 +109,18 @@ def test_click_across_a_tile_border_embeds_one_tile_and_commits_the_whole_nucleu
     np.testing.assert_array_equal(labels.data == 1, p.mask)
     labels.undo()
     assert not labels.data.any()
+
+
+def test_tiles_can_be_switched_off_and_on_again(tiled_widget, qtbot):
+    image, _truth = nuclei_2d((600, 520), seed=17, dtype="uint16")
+    viewer, _layer, w = tiled_widget(image)
+    assert w.session.grid is not None and w.layers.preview.data.shape == (256, 256)
+    w.tiling_combo.setCurrentText(TILING_OFF)
+    qtbot.waitUntil(lambda: w.session is not None and w.session.grid is None, timeout=60000)
+    assert w.layers.preview.data.shape == (600, 520) and TILES_LAYER not in viewer.layers
+    w.tiling_combo.setCurrentText(TILING_AUTO)
+    qtbot.waitUntil(lambda: w.session is not None and w.session.grid is not None, timeout=60000)
+    assert w.layers.preview.data.shape == (256, 256) and TILES_LAYER in viewer.layers
 
 
 def test_neighbours_are_embedded_after_a_click_tiles_in_view_first(tiled_widget, qtbot):

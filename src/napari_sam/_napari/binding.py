@@ -20,7 +20,7 @@ from qtpy.QtWidgets import QMessageBox
 from ..session import SegmentationSession
 from . import adapters, commit
 from .constants import MEMORY_CACHE_SLICES, MEMORY_CACHE_TILES
-from .controls import NEW_LABELS
+from .controls import NEW_LABELS, TILING_OFF
 
 REPLACE, RAM_ONLY, CANCEL = "replace", "ram", "cancel"
 
@@ -156,6 +156,14 @@ class BindingMixin:
             guard=False,  # a model stays useful when the image changed meanwhile
         )
 
+    def _on_tiling_changed(self, *_args) -> None:
+        """Tiles on / off: a loaded model's session is opened again with the choice."""
+        if self._released or self.model is None or self._binding is None:
+            return
+        if self._binding_valid():
+            self._drop_session()
+            self._open_session()
+
     def _on_model(self, model, key: tuple) -> None:
         self.model, self._model_key = model, key
         self.amg_panel.model_loaded(model.name if key[1] is None else None)
@@ -182,6 +190,7 @@ class BindingMixin:
         data = data[0] if image.multiscale else data
         ram = self.ram_only.isChecked() if ram_only is None else ram_only
         store = None if ram else (self.store_edit.text().strip() or "")
+        tiling = "off" if self.tiling_combo.currentText() == TILING_OFF else "auto"
 
         def job():
             path = store
@@ -191,7 +200,7 @@ class BindingMixin:
                 from ..store.paths import default_store_path_for
 
                 layout = SliceLayout.for_shape(data.shape, rgb=bool(image.rgb))
-                grid = TileGrid.for_model(layout.slice_size, model.sam.image_size, "auto")
+                grid = TileGrid.for_model(layout.slice_size, model.sam.image_size, tiling)
                 path = default_store_path_for(
                     data,
                     layout,
@@ -206,7 +215,7 @@ class BindingMixin:
             try:
                 session = SegmentationSession(
                     model, data, bool(image.rgb), path, on_mismatch=on_mismatch,
-                    ram_slices=MEMORY_CACHE_SLICES, tiling="auto",
+                    ram_slices=MEMORY_CACHE_SLICES, tiling=tiling,
                     ram_tiles=MEMORY_CACHE_TILES,
                 )  # fmt: skip
             except StoreMismatchError as err:

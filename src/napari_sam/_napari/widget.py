@@ -96,6 +96,7 @@ class SamWidget(PreviewMixin, TilesMixin, BindingMixin, ControlsBase):
         self.add_tab(self.export_panel, "Export")
         self.image_combo.currentTextChanged.connect(self._on_choice_changed)
         self.channel_combo.currentTextChanged.connect(self._on_choice_changed)
+        self.tiling_combo.currentTextChanged.connect(self._on_tiling_changed)
         self.viewer.layers.events.inserted.connect(self._refresh_layer_lists)
         self.viewer.layers.events.removed.connect(self._refresh_layer_lists)
         self.viewer.dims.events.current_step.connect(self._on_slice_change)
