@@ -86,7 +86,10 @@ class BindingMixin:
                 self.layers.ensure(image, self.preview_window())  # a deleted layer comes back
             return
         first = self._binding is None
-        self._drop_session()
+        if not first or self.session is not None or self._opening:
+            # nothing was bound: the workers running now (e.g. an export) are not the
+            # session's — a new layer in the list must not cancel them
+            self._drop_session()
         self.layers.remove()
         self._binding = None if image is None else (image, channel, image.data)
         self._retarget_labels(keep_choice=first)
