@@ -1,5 +1,5 @@
 """A lazily generated dask volume far larger than RAM can be annotated on any slice;
-only the touched slices are ever read."""
+only the touched slices are ever read, and only the tile under the click is encoded."""
 
 from __future__ import annotations
 
@@ -49,22 +49,28 @@ def test_annotate_slice_1500_of_a_huge_lazy_volume(
     w.load_model()
     qtbot.waitUntil(lambda: w.session is not None, timeout=60000)
 
-    def box_predict(self, index, emb, points, labels, box, request):
-        mask = np.zeros(emb.original_size, bool)
-        mask[900:1100, 1000:1300] = True
-        return Preview(index, mask, 0.9, request)
+    def tile_predict(self, index, emb, points, labels, box, request, **_kwargs):
+        # a mask over the whole tile window the session answers on
+        return Preview(index, np.ones(emb.original_size, bool), 0.9, request)
 
     real = SegmentationSession.predict
-    monkeypatch.setattr(SegmentationSession, "predict", box_predict)
+    monkeypatch.setattr(SegmentationSession, "predict", tile_predict)
+    grid = w.session.grid  # 2048² slices, 64-px model input: tiles, with no setting
+    assert grid is not None and w.layers.preview.data.shape == (64, 64)
     viewer.dims.set_point(0, 1500)
     reads.clear()
     w.points.add([1500, 1000, 1150])
     qtbot.waitUntil(lambda: w.preview is not None, timeout=60000)
-    assert w.session.store.missing([(1500,)]) == []  # encoded and stored
+    tile = w.preview.tile
+    assert tile == grid.tile_at(1000, 1150)
+    assert w.session.store.missing([(1500, *tile)]) == []  # that tile encoded and stored
+    assert w.session.embeddings.computed == 1
     assert w.commit() == 1
     labels = viewer.layers["SAM labels"]
     assert not isinstance(labels.data, np.ndarray)  # chunked on disk, not 33 GB of RAM
-    assert int(np.asarray(labels.data[1500]).sum()) == 200 * 300
+    r0, c0, r1, c1 = grid.outer(tile)
+    plane = np.asarray(labels.data[1500])
+    assert int(plane.sum()) == (r1 - r0) * (c1 - c0) and plane[r0:r1, c0:c1].all()
     assert int(np.asarray(labels.data[1499]).sum()) == 0
     assert set(reads) <= {1500}, f"read slices {sorted(set(reads))}"
     labels.undo()

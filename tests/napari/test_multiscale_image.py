@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from test_widget import add_click, fake_predict, go_to_slice
 
+from napari_sam._napari.controls import TILING_OFF
 from napari_sam._napari.widget import SamWidget
 from napari_sam.session import SegmentationSession
 
@@ -35,6 +36,7 @@ def test_multiscale_layer_is_segmented_on_level_0(
         w.checkpoint_edit.setText(str(tiny_checkpoint))
         w.precision_combo.setCurrentText("fp32")
         w.ram_only.setChecked(True)
+        w.tiling_combo.setCurrentText(TILING_OFF)  # 64 × 80 > the tiny model's 64-px input
         w.load_model()
         qtbot.waitUntil(lambda: w.session is not None, timeout=30000)
         assert w.session.image is layer.data[0] and not isinstance(w.session.image, np.ndarray)

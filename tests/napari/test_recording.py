@@ -25,9 +25,9 @@ def rect_predict(box):
 
     def predict(self, *args, **kwargs):
         p = real(self, *args, **kwargs)
-        mask = np.zeros_like(p.mask)
+        mask = np.zeros_like(p.local)
         mask[box[0] : box[2], box[1] : box[3]] = True
-        return dataclasses.replace(p, mask=mask)
+        return dataclasses.replace(p, local=mask)
 
     return predict
 

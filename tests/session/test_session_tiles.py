@@ -135,7 +135,7 @@ def test_demo_clicks_and_boxes_on_tiles_match_native_crops():
     torch.set_num_threads(1)
     model = load_model("demo", device="cpu", precision="fp32")
     image, truth = nuclei_large((512, 512), (8, 40), seed=13)
-    tiled = SegmentationSession(model, image, False, None, tiling="auto", ram_slices=9)
+    tiled = SegmentationSession(model, image, False, None, tiling="auto", ram_tiles=9)
     untiled = SegmentationSession(model, image, False, None, tiling="off")
     assert tiled.grid is not None and tiled.grid.shape == (3, 3)
     ids = np.random.default_rng(0).permutation(small_nuclei(truth, 20))[:16]
@@ -160,7 +160,7 @@ def test_demo_clicks_and_boxes_on_tiles_match_native_crops():
 
 
 def test_tiles_around_a_prompt_are_embedded_nearest_first(tiny_model, image):
-    s = SegmentationSession(tiny_model, image, False, None, tiling=(48, 48), halo=8, ram_slices=4)
+    s = SegmentationSession(tiny_model, image, False, None, tiling=(48, 48), halo=8, ram_tiles=4)
     s.prompt((), np.array([[50.0, 52.0]]), np.ones(1, int), None, 0)  # tile (1, 1)
     steps = list(s.tiles_around((), (1, 1)))
     assert [p.done for p in steps] == [0, 1, 2, 3, 4]
@@ -173,3 +173,10 @@ def test_tiles_around_a_prompt_are_embedded_nearest_first(tiny_model, image):
     assert s.embeddings.computed == 5
     with pytest.raises(ValueError, match="not tiled"):
         SegmentationSession(tiny_model, image[:50, :50], False, None).tiles_around((), (0, 0))
+
+
+def test_tiles_around_puts_preferred_tiles_after_the_prompts_own(tiny_model, image):
+    s = SegmentationSession(tiny_model, image, False, None, tiling=(48, 48), halo=8, ram_tiles=4)
+    list(s.tiles_around((), (0, 0), prefer=[(2, 1), (1, 2)]))
+    # the tile itself, the preferred ones (e.g. in view) by distance, then the nearest
+    assert s.embeddings.ram_keys() == [(0, 0), (1, 2), (2, 1), (0, 1)]

@@ -33,6 +33,9 @@ from ..session.provenance import automatic
 from . import adapters, commit
 from .job_panel import JobPanel, Outcome, cancellable
 
+MAX_VIEW_TILES = 64  # automatic masks on a tiled slice: at most this many tiles in view
+LARGE_VOLUME_BYTES = 1 << 30  # a tiled volume's uint32 labels above this: not at once
+
 # the generator's own defaults (= the official SamAutomaticMaskGenerator's)
 OFFICIAL = {
     name: p.default
@@ -206,17 +209,22 @@ class AmgPanel(JobPanel, QWidget):
         def slice_image(index: tuple[int, ...]) -> np.ndarray | None:
             return session.slice(index) if crops else None
 
-        def finish(run, key: tuple[int, ...], cancel, index, vol_params=None):
+        def finish(run, key: tuple[int, ...], cancel, index, vol_params=None, origin=None):
             result, cancelled = yield from cancellable(whole_steps(run), cancel)
             if cancelled:
                 return Outcome(cancelled=True)
+            result = getattr(result, "array", result)  # a tiled run's PlaneWindow
             found = np.asarray(getattr(result, "labels", result), np.uint32)
-            plan = plan_automatic_write(data, found, key, overwrite, ids)
+            plan = plan_automatic_write(data, found, key, overwrite, ids, origin)
             records = getattr(result, "records", None)
             scores = None if records is None else automatic_scores(found, plan, records)
-            record = automatic(index, params, overwrite, vol_params, scores)
+            # tiled: recorded as an edit (exact voxels; replay has no tiled AMG yet)
+            tiled = session.grid is not None
+            record = None if tiled else automatic(index, params, overwrite, vol_params, scores)
             return Outcome(plan=plan, found=int(found.max(initial=0)), record=record)
 
+        if session.grid is not None:
+            return self._prepare_tiled(amg, ctx, volume, finish, labels, overwrite, params)
         if not volume:
 
             def one_slice(cancel):
@@ -248,6 +256,64 @@ class AmgPanel(JobPanel, QWidget):
             return (yield from finish(vol.run(), lead_labels, cancel, lead, volume))
 
         return all_slices, nz, labels, overwrite
+
+    def _prepare_tiled(self, amg, ctx, volume: bool, finish, labels, overwrite, params):
+        """A tiled slice: the tiles in view (at most :data:`MAX_VIEW_TILES`), segmented
+        tile by tile and merged across their borders (engine/amg/tiled.py) into a
+        window of the plane that holds their outer regions; ``volume``: every tile of
+        every slice of the volume, linked in z (when its labels fit in RAM)."""
+        from ..engine.amg.tiled import TiledAmg, TiledVolumeAmg
+        from ..session.tiled import PlaneWindow, tiles_window
+
+        w, session = self.widget, self.widget.session
+        grid = session.grid
+        crops = amg.crop_n_layers > 0
+        if not volume:
+            tiles = w.tiles_in_view() or [grid.tile_at(*(s // 2 for s in grid.plane))]
+            if len(tiles) > MAX_VIEW_TILES:
+                raise ValueError(
+                    f"{len(tiles)} tiles in view (of {grid.n_tiles}): zoom in to at most "
+                    f"{MAX_VIEW_TILES} tiles — automatic masks on a tiled slice segment the "
+                    "tiles in view — or run `napari-sam amg --tiling auto` on the whole plane"
+                )
+            index = ctx.index
+            window = tiles_window(grid, tiles)
+
+            def in_view(cancel):
+                out = PlaneWindow(grid.plane, window)
+                run = TiledAmg(
+                    amg, grid, lambda t: session.tile_embedding(index, t),
+                    read=(lambda t: session.embeddings.read((*index, *t))) if crops else None,
+                    out=out, tiles=tiles,
+                )  # fmt: skip
+                return (
+                    yield from finish(run.run(), ctx.labels_index, cancel, index, None, window[:2])
+                )
+
+            return in_view, len(tiles), labels, overwrite
+        if adapters.spatial_ndim(w.image_layer) - (w.channel_axis is not None) < 3:
+            raise ValueError("'all slices' needs a 3D (Z, Y, X) or 4D (T, Z, Y, X) image")
+        lead, lead_labels = ctx.index[:-1], ctx.labels_index[:-1]
+        nz = labels.data.shape[len(lead_labels)]
+        if nz * grid.plane[0] * grid.plane[1] * 4 > LARGE_VOLUME_BYTES:
+            raise ValueError(
+                f"{nz} slices of {grid.plane[0]} × {grid.plane[1]} px are too large to "
+                "segment at once here: segment the tiles in view slice by slice, or run "
+                "`napari-sam amg --tiling auto` on the volume"
+            )
+        vol = TiledVolumeAmg(
+            amg, grid, lambda z, t: session.tile_embedding((*lead, z), t), nz,
+            read=(lambda z, t: session.embeddings.read((*lead, z, *t))) if crops else None,
+            link=True, link_iou=self.link_spin.value(),
+            min_slices=self.min_slices_spin.value(),
+        )  # fmt: skip
+        vol_params = {"link": True, "link_iou": self.link_spin.value(),
+                      "min_slices": self.min_slices_spin.value()}  # fmt: skip
+
+        def all_slices(cancel):
+            return (yield from finish(vol.run(), lead_labels, cancel, lead, vol_params))
+
+        return all_slices, vol.total, labels, overwrite
 
     def _write(self, labels, out: Outcome, overwrite: bool) -> None:
         w = self.widget

@@ -19,8 +19,8 @@ from qtpy.QtWidgets import QMessageBox
 
 from ..session import SegmentationSession
 from . import adapters, commit
-from .constants import MEMORY_CACHE_SLICES
-from .controls import NEW_LABELS
+from .constants import MEMORY_CACHE_SLICES, MEMORY_CACHE_TILES
+from .controls import NEW_LABELS, TILING_OFF
 
 REPLACE, RAM_ONLY, CANCEL = "replace", "ram", "cancel"
 
@@ -72,6 +72,8 @@ class BindingMixin:
         self.workers.invalidate()
         self.session, self.preview = None, None
         self._embedding_jobs.clear()
+        self._tile_jobs.clear()
+        self._stop_tile_prefetch()
         self._opening = False
 
     def _sync(self) -> None:
@@ -81,10 +83,13 @@ class BindingMixin:
         image, channel = self._chosen()
         if self._binding is not None and self._binding_valid():
             if self.session is not None:
-                self.layers.ensure(image)  # a deleted prompt layer comes back
+                self.layers.ensure(image, self.preview_window())  # a deleted layer comes back
             return
         first = self._binding is None
-        self._drop_session()
+        if not first or self.session is not None or self._opening:
+            # nothing was bound: the workers running now (e.g. an export) are not the
+            # session's — a new layer in the list must not cancel them
+            self._drop_session()
         self.layers.remove()
         self._binding = None if image is None else (image, channel, image.data)
         self._retarget_labels(keep_choice=first)
@@ -154,6 +159,14 @@ class BindingMixin:
             guard=False,  # a model stays useful when the image changed meanwhile
         )
 
+    def _on_tiling_changed(self, *_args) -> None:
+        """Tiles on / off: a loaded model's session is opened again with the choice."""
+        if self._released or self.model is None or self._binding is None:
+            return
+        if self._binding_valid():
+            self._drop_session()
+            self._open_session()
+
     def _on_model(self, model, key: tuple) -> None:
         self.model, self._model_key = model, key
         self.amg_panel.model_loaded(model.name if key[1] is None else None)
@@ -180,27 +193,33 @@ class BindingMixin:
         data = data[0] if image.multiscale else data
         ram = self.ram_only.isChecked() if ram_only is None else ram_only
         store = None if ram else (self.store_edit.text().strip() or "")
+        tiling = "off" if self.tiling_combo.currentText() == TILING_OFF else "auto"
 
         def job():
             path = store
             if path == "":  # the default cache: found again from the data's content
+                from ..engine.tiling import TileGrid
                 from ..store import SliceLayout
                 from ..store.paths import default_store_path_for
 
+                layout = SliceLayout.for_shape(data.shape, rgb=bool(image.rgb))
+                grid = TileGrid.for_model(layout.slice_size, model.sam.image_size, tiling)
                 path = default_store_path_for(
                     data,
-                    SliceLayout.for_shape(data.shape, rgb=bool(image.rgb)),
+                    layout,
                     model.name,
                     model.precision,
                     weights=model.weights_hash,
                     source_path=image.source.path,
+                    tiling=None if grid is None else grid.to_dict(),
                 )
             from ..store import StoreMismatchError
 
             try:
                 session = SegmentationSession(
                     model, data, bool(image.rgb), path, on_mismatch=on_mismatch,
-                    ram_slices=MEMORY_CACHE_SLICES,
+                    ram_slices=MEMORY_CACHE_SLICES, tiling=tiling,
+                    ram_tiles=MEMORY_CACHE_TILES,
                 )  # fmt: skip
             except StoreMismatchError as err:
                 return StoreConflict(str(path), _differences(err))
@@ -233,7 +252,7 @@ class BindingMixin:
             return
         self.session = result
         image = self._binding[0]
-        self.layers.ensure(image)
+        self.layers.ensure(image, self.preview_window())
         try:  # created now, not at the first commit (napari's layer creation is slow)
             self.target_labels()
         except ValueError as err:
@@ -241,11 +260,29 @@ class BindingMixin:
             return
         m = result.model
         where = result.store.path if result.store is not None else "RAM"
+        grid = result.grid
+        tiles = (
+            ""
+            if grid is None
+            else f"; tiled: {grid.shape[0]} × {grid.shape[1]} tiles of "
+            f"{grid.tile[0]} × {grid.tile[1]} px (+ halo {grid.halo[0]} px) per slice, "
+            "each embedded when a prompt needs it"
+        )
         self.set_status(
-            f"{m.name} on {m.device} ({m.precision}) for {image.name!r}; embeddings: {where}",
+            f"{m.name} on {m.device} ({m.precision}) for {image.name!r}; embeddings: "
+            f"{where}{tiles}",
             notify=True,
         )
         self.schedule_preview()
+
+    def preview_window(self) -> tuple[int, int] | None:
+        """(h, w) of the preview layer on a tiled session (a tile's outer region), None
+        when the session's slices are whole."""
+        grid = None if self.session is None else self.session.grid
+        if grid is None:
+            return None
+        r0, c0, r1, c1 = grid.outer((0, 0))
+        return r1 - r0, c1 - c0
 
     def ask_store_mismatch(self, path: str, differences: str) -> str:
         """Ask whether to replace a store made for something else: returns

@@ -85,21 +85,33 @@ def check_compatible(labels: Labels, image: Image, channel_axis: int | None = No
 
 
 def commit_slice_mask(
-    labels: Labels, mask: np.ndarray, ctx: SliceContext, overwrite: bool = False
+    labels: Labels,
+    mask: np.ndarray,
+    ctx: SliceContext,
+    overwrite: bool = False,
+    origin: tuple[int, int] = (0, 0),
 ) -> int | None:
-    """Write a 2D mask (H, W) on slice ``ctx`` as a new object (next free id), one undo
-    step. Existing objects are kept unless ``overwrite``
+    """Write a 2D mask (h, w) bool whose top-left pixel is ``origin`` (row, col) on
+    slice ``ctx`` (the whole slice: (H, W) at (0, 0); a tile's window on a tiled slice)
+    as a new object (next free id), one undo step. Only the labels inside the mask's
+    bounding box are read. Existing objects are kept unless ``overwrite``
     (:func:`~napari_sam.session.commit.commit_pixels`). Returns the id, or None when
     nothing was written (empty mask, or covered entirely by existing objects)."""
-    if not mask.any():
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
         return None
-    rows, cols = commit_pixels(labels.data[ctx.labels_index], mask, overwrite)
+    cols = np.flatnonzero(mask.any(axis=0))
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    top, left = int(origin[0]) + r0, int(origin[1]) + c0
+    box = (slice(top, top + r1 - r0), slice(left, left + c1 - c0))
+    current = labels.data[(*ctx.labels_index, *box)]
+    rows, cols = commit_pixels(current, mask[r0:r1, c0:c1], overwrite)
     if rows.size == 0:
         return None
     label_id = next_label_id(labels)
     lead = tuple(np.full(rows.size, i, dtype=np.intp) for i in ctx.labels_index)
     with labels.block_history():
-        labels.data_setitem((*lead, rows, cols), label_id)
+        labels.data_setitem((*lead, rows + top, cols + left), label_id)
     _note_written(labels, label_id)
     labels.selected_label = label_id
     return label_id

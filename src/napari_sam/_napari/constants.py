@@ -8,6 +8,7 @@ POINTS_LAYER = "SAM points"
 BOXES_LAYER = "SAM boxes"
 PREVIEW_LAYER = "SAM preview"
 LABELS_LAYER = "SAM labels"
+TILES_LAYER = "SAM tiles"  # outlines of the embedded tiles (tiled slices only)
 
 POSITIVE_FEATURE = "positive"  # bool feature column of the points layer
 POSITIVE_COLOR = "#00ff66"
@@ -20,6 +21,12 @@ BOX_EDGE_COLOR = "#ffd000"
 PREVIEW_COLOR = "#ff00ff"
 PREVIEW_CONTOUR = 2
 PREVIEW_OPACITY = 1.0
+# tiles of a large slice: inner regions drawn as thin outlines, ready (embedding in RAM)
+# in a light grey-blue, being embedded in amber
+TILE_READY_COLOR = "#7f9fbf"
+TILE_BUSY_COLOR = "#ffb000"
+TILE_EDGE_PX = 1.0
+TILES_OPACITY = 0.6
 
 # prompt size on screen (canvas pixels), kept when zooming
 POINT_SIZE_PX = 10.0
@@ -37,4 +44,6 @@ KEY_REDO = KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ
 
 PREVIEW_DEBOUNCE_MS = 120
 MEMORY_CACHE_SLICES = 8  # embeddings kept in RAM besides the zarr store
+MEMORY_CACHE_TILES = 32  # the same on tiled slices, in tiles
+NEIGHBOUR_TILES = 16  # tiles embedded after a click on a tiled slice (in view first)
 CLOSE_WAIT_S = 5.0  # closing the widget waits this long for its own workers to stop

@@ -29,6 +29,8 @@ from qtpy.QtWidgets import (
 from .constants import KEY_CLEAR, KEY_COMMIT, KEY_TOGGLE_POLARITY
 
 NEW_LABELS = "<new labels layer>"
+TILING_AUTO = "auto (large slices)"
+TILING_OFF = "off (shrink slices)"
 
 
 class JobRow(QWidget):
@@ -112,7 +114,13 @@ class ControlsBase(QWidget):
         self.device_combo.currentTextChanged.connect(self._update_model_hint)
         self.store_edit = QLineEdit(placeholderText="embedding store: default user cache")
         self.ram_only = QCheckBox("keep embeddings in RAM only (no zarr store)")
-        self.prefetch_check = QCheckBox("prefetch neighbouring slices", checked=True)
+        self.prefetch_check = QCheckBox("prefetch neighbouring slices / tiles", checked=True)
+        self.tiling_combo = QComboBox()
+        self.tiling_combo.addItems([TILING_AUTO, TILING_OFF])
+        self.tiling_combo.setToolTip(
+            "auto: a slice larger than the model input is answered tile by tile at native "
+            "resolution (docs/tiling.md); off: every slice is shrunk into the input"
+        )
         self.load_button = QPushButton("Load model", clicked=self.load_model)
         self.precompute_button = QPushButton("Precompute all slices", clicked=self.precompute)
         self.commit_button = QPushButton(f"Commit [{KEY_COMMIT}]", clicked=self.commit)
@@ -135,6 +143,7 @@ class ControlsBase(QWidget):
         form.addRow("", ck)
         form.addRow("device", self.device_combo)
         form.addRow("precision", self.precision_combo)
+        form.addRow("tiles", self.tiling_combo)
         form.addRow("store", self.store_edit)
         form.addRow(self.ram_only)
         form.addRow(self.prefetch_check)

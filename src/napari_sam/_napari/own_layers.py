@@ -1,4 +1,5 @@
-"""The layers the widget owns: "SAM points", "SAM boxes", "SAM preview".
+"""The layers the widget owns: "SAM points", "SAM boxes", "SAM preview" and, on a
+tiled image, "SAM tiles" (outlines of the embedded tiles).
 
 They are created together, for one image layer (its ndim and transform), outside any
 napari layer-list or dims event (the widget calls :meth:`OwnLayers.ensure` from the
@@ -28,6 +29,11 @@ from .constants import (
     PREVIEW_COLOR,
     PREVIEW_LAYER,
     PREVIEW_OPACITY,
+    TILE_BUSY_COLOR,
+    TILE_EDGE_PX,
+    TILE_READY_COLOR,
+    TILES_LAYER,
+    TILES_OPACITY,
 )
 
 
@@ -43,12 +49,15 @@ class OwnLayers:
         self.points: Points | None = None
         self.boxes: Shapes | None = None
         self.preview: Labels | None = None
+        self.tiles: Shapes | None = None  # tiled images only
         self._shown = False  # the preview layer holds a mask
+        self._origin = (0, 0)  # (row, col) of the preview window in the slice
         self.image: Image | None = None
+        self.window: tuple[int, int] | None = None  # preview window (tiled), else None
         viewer.scene.camera.events.zoom.connect(self.follow_zoom)
 
     def layers(self) -> list:
-        return [ly for ly in (self.points, self.boxes, self.preview) if ly is not None]
+        return [ly for ly in (self.tiles, *self._triple()) if ly is not None]
 
     def complete(self) -> bool:
         """All three layers exist and are in the viewer."""
@@ -57,13 +66,19 @@ class OwnLayers:
     def _triple(self) -> tuple:
         return self.points, self.boxes, self.preview
 
-    def ensure(self, image: Image) -> None:
-        """Layers for ``image`` (re-created when they belong to another image or one was
-        deleted). Never call from inside a layer-list or dims event."""
-        if self.image is image and self.complete():
+    def ensure(self, image: Image, window: tuple[int, int] | None = None) -> None:
+        """Layers for ``image`` (re-created when they belong to another image, one was
+        deleted or the preview window changed). window: (h, w) of a tile's outer
+        region when the session tiles the slices (the preview layer then has that size
+        and a "SAM tiles" layer shows the embedded tiles), None for whole slices.
+        Never call from inside a layer-list or dims event."""
+        tiles_ok = window is None or (self.tiles is not None and self.tiles in self.viewer.layers)
+        if self.image is image and self.window == window and self.complete() and tiles_ok:
             return
         self.remove()
-        self.image = image
+        self.image, self.window = image, window
+        if window is not None:
+            self.tiles = self._add_tiles(image)
         self.points = adapters.add_points_layer(self.viewer, image)
         self.points.events.data.connect(self.on_prompts)
         self.boxes = adapters.add_boxes_layer(self.viewer, image)
@@ -82,7 +97,8 @@ class OwnLayers:
     def _add_preview(self, image: Image) -> Labels:
         from napari.utils import DirectLabelColormap
 
-        h, w = adapters.spatial_shape(image)
+        h, w = adapters.spatial_shape(image) if self.window is None else self.window
+        self._origin = (0, 0)
         layer = self.viewer.add_labels(
             np.zeros((h, w), np.uint8),
             name=PREVIEW_LAYER,
@@ -95,11 +111,43 @@ class OwnLayers:
         self._shown = False
         return layer
 
-    def show(self, mask: np.ndarray | None) -> None:
-        """Show (H, W) bool pixels (the preview's outline, computed in the worker — napari's
-        own ``contour`` would compute it here, on the GUI thread), or nothing. Written
-        into the layer's array in place and refreshed without thumbnail (replacing
-        ``data`` would make napari recompute the viewer's dims: ~3× the GUI time)."""
+    def _add_tiles(self, image: Image) -> Shapes:
+        layer = self.viewer.add_shapes(
+            name=TILES_LAYER,
+            ndim=2,
+            scale=image.scale[-2:],
+            translate=image.translate[-2:],
+            edge_color=TILE_READY_COLOR,
+            face_color="transparent",
+            edge_width=1.0,  # follow_zoom: a constant width on screen
+            opacity=TILES_OPACITY,
+        )
+        layer.editable = False
+        return layer
+
+    def show_tiles(self, ready: list, busy: list) -> None:
+        """Outline the inner regions (row_min, col_min, row_max, col_max) of the tiles
+        whose embeddings are ready (in RAM) and of those being embedded."""
+        layer = self.tiles
+        if layer is None or layer not in self.viewer.layers:
+            return
+        rects = [
+            np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], float) - 0.5
+            for r0, c0, r1, c1 in (*ready, *busy)
+        ]
+        colors = [TILE_READY_COLOR] * len(ready) + [TILE_BUSY_COLOR] * len(busy)
+        width = self._edge_width(layer, TILE_EDGE_PX)
+        layer.data = []
+        if rects:
+            layer.add_rectangles(rects, edge_color=colors, edge_width=width)
+
+    def show(self, mask: np.ndarray | None, origin: tuple[int, int] = (0, 0)) -> None:
+        """Show (h, w) bool pixels (the preview's outline, computed in the worker — napari's
+        own ``contour`` would compute it here, on the GUI thread) whose top-left pixel is
+        ``origin`` (row, col) in the slice, or nothing. Written into the layer's array in
+        place and refreshed without thumbnail (replacing ``data`` would make napari
+        recompute the viewer's dims: ~3× the GUI time); on a tiled image the layer is
+        moved to the window (its translate)."""
         layer = self.preview
         if layer is None or layer not in self.viewer.layers:
             return
@@ -108,23 +156,39 @@ class OwnLayers:
                 return
             layer.data[...] = 0
         else:
-            np.copyto(layer.data, mask, casting="unsafe")
+            origin = (int(origin[0]), int(origin[1]))
+            if mask.shape == layer.data.shape:
+                np.copyto(layer.data, mask, casting="unsafe")
+            else:  # a window smaller than the layer's (a plane smaller than one tile)
+                h, w = (min(a, b) for a, b in zip(mask.shape, layer.data.shape, strict=True))
+                layer.data[...] = 0
+                layer.data[:h, :w] = mask[:h, :w]
+            if origin != self._origin:
+                image = self.image
+                step = np.asarray(image.scale[-2:], float) * origin
+                layer.translate = np.asarray(image.translate[-2:], float) + step
+                self._origin = origin
         self._shown = mask is not None
         layer.refresh(thumbnail=False, extent=False, highlight=False)
 
     def follow_zoom(self, event=None) -> None:
-        """Point size and box edge width in data units for a constant size on screen."""
-        zoom = float(self.viewer.scene.camera.zoom) or 1.0
+        """Point size and edge widths in data units for a constant size on screen."""
         if self.points is not None and self.points in self.viewer.layers:
-            size = POINT_SIZE_PX / (zoom * abs(float(self.points.scale[-1])))
+            size = self._edge_width(self.points, POINT_SIZE_PX)
             self.points.current_size = size
             if len(self.points.data):
                 self.points.size = size
-        if self.boxes is not None and self.boxes in self.viewer.layers:
-            width = BOX_EDGE_PX / (zoom * abs(float(self.boxes.scale[-1])))
-            self.boxes.current_edge_width = width
-            if len(self.boxes.data):
-                self.boxes.edge_width = width
+        for layer, px in ((self.boxes, BOX_EDGE_PX), (self.tiles, TILE_EDGE_PX)):
+            if layer is not None and layer in self.viewer.layers:
+                width = self._edge_width(layer, px)
+                layer.current_edge_width = width
+                if len(layer.data):
+                    layer.edge_width = width
+
+    def _edge_width(self, layer, px: float) -> float:
+        """``px`` canvas pixels in ``layer``'s data units at the current zoom."""
+        zoom = float(self.viewer.scene.camera.zoom) or 1.0
+        return px / (zoom * abs(float(layer.scale[-1])))
 
     def unbind(self) -> None:
         for layer in (self.points, self.boxes):
@@ -142,7 +206,8 @@ class OwnLayers:
         for layer in self.layers():
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
-        self.points = self.boxes = self.preview = self.image = None
+        self.points = self.boxes = self.preview = self.tiles = self.image = None
+        self.window = None
 
     def release(self) -> None:
         """Closing: remove the layers, stop following the zoom."""

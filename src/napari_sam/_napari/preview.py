@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 
 from ..session.preview import Preview, is_refinement, prompt_key
+from ..session.tiled import TileError
 from . import adapters
 from .constants import POSITIVE_FEATURE, PREVIEW_CONTOUR
 
@@ -45,6 +46,7 @@ class PreviewMixin:
             index = None
         if self.preview is not None and self.preview.index != index:
             self._show_preview(None)
+        self.show_tiles()  # the tiles of the slice shown now
 
     def schedule_preview(self, event=None) -> None:
         """Debounce prompt / slice changes; the newest request wins."""
@@ -74,6 +76,9 @@ class PreviewMixin:
             self._show_preview(None)
             self.set_status("only negative clicks on this slice: add a positive one or a box")
             return
+        if session.grid is not None:
+            self._update_tiled_preview(ctx.index, pts, lab, box)
+            return
         emb = session.cached(ctx.index)
         if emb is None:
             self._request_embedding(ctx.index)
@@ -93,6 +98,28 @@ class PreviewMixin:
         self.workers.start(
             _with_outline, session.predict, ctx.index, emb, pts, lab, box, request,
             on_result=self._on_preview, **kwargs,
+        )  # fmt: skip
+
+    def _update_tiled_preview(self, index, pts, lab, box) -> None:
+        """A tiled slice: the session picks the tile (cheap); when its embedding is in
+        RAM the preview is decoded in a worker, else the tile is embedded first
+        (:meth:`~napari_sam._napari.tiles.TilesMixin.request_tile`)."""
+        session = self.session
+        prev = self.preview if self.preview is not None and self.preview.index == index else None
+        try:
+            tile = session.tile_for(pts, lab, box, prev)
+        except TileError as err:
+            self._show_preview(None)
+            self.set_status(str(err))
+            return
+        if session.cached_tile(index, tile) is None:
+            self.request_tile(index, tile)
+            return
+        request = next(self._requests)
+        self._latest = request
+        self.workers.start(
+            _with_outline, session.prompt, index, pts, lab, box, request, previous=prev,
+            on_result=self._on_preview,
         )  # fmt: skip
 
     def _request_embedding(self, index: tuple[int, ...], prefetch: bool = False) -> None:
@@ -152,8 +179,10 @@ class PreviewMixin:
             return
         self._show_preview(preview)
         hint = f" ({self._hint})" if self._hint else ""
+        where = "" if preview.tile is None else f" on tile {preview.tile}"
         self.set_status(
-            f"preview: {int(preview.mask.sum())} px, predicted IoU {preview.score:.2f}{hint}"
+            f"preview{where}: {int(preview.local.sum())} px, predicted IoU "
+            f"{preview.score:.2f}{hint}"
         )
 
     def _show_preview(self, preview: Preview | None) -> None:
@@ -161,14 +190,14 @@ class PreviewMixin:
         if preview is None:
             self.layers.show(None)
         else:
-            shown = preview.outline if preview.outline is not None else preview.mask
-            self.layers.show(shown)
+            shown = preview.outline if preview.outline is not None else preview.local
+            self.layers.show(shown, preview.origin)
 
 
 
 def outline(mask: np.ndarray, width: int = PREVIEW_CONTOUR) -> np.ndarray:
-    """The pixels of ``mask`` (H, W) bool within ``width`` pixels of its edge (the image
-    border counts as an edge): the preview is drawn as this outline."""
+    """The pixels of ``mask`` (h, w) bool within ``width`` pixels of its edge (the
+    window's border counts as an edge): the preview is drawn as this outline."""
     from scipy import ndimage
 
     inner = ndimage.binary_erosion(mask, iterations=width, border_value=0)
@@ -179,4 +208,4 @@ def _with_outline(predict, *args, **kwargs) -> Preview:
     """Worker: the session's preview with its outline (computed here, not on the GUI
     thread, which only copies it into the preview layer)."""
     preview = predict(*args, **kwargs)
-    return dataclasses.replace(preview, outline=outline(preview.mask))
+    return dataclasses.replace(preview, outline=outline(preview.local))

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
 
 from ..engine.propagate import ALL_OBJECTS, DEFAULT_MODE, Propagator
 from ..engine.propagate.prompts import MODES
+from ..engine.propagate.tiled import TiledPropagator
 from ..session.commit import known_max_id, plan_write
 from ..session.provenance import propagated
 from . import adapters, commit
@@ -60,7 +61,7 @@ class PropagatePanel(JobPanel, QWidget):
         form.addRow(self.keep_check)
         form.addRow(self.selected_button)
         form.addRow(self.slice_button)
-        self.propagator: Propagator | None = None
+        self.propagator: Propagator | TiledPropagator | None = None
         self._keep_partial = False
 
     # ------------------------------------------------------------------ actions
@@ -93,7 +94,7 @@ class PropagatePanel(JobPanel, QWidget):
         lead, z0 = ctx.labels_index[:-1], ctx.labels_index[-1]
         data, ids = labels.data, commit.id_snapshot(labels)
         preview = w.preview
-        mask = preview.mask if preview is not None and preview.index == ctx.index else None
+        seed_preview = preview if preview is not None and preview.index == ctx.index else None
         selected = int(labels.selected_label)
         stops = self._negative_only_slices(lead, z0)
         settings = {
@@ -109,13 +110,14 @@ class PropagatePanel(JobPanel, QWidget):
 
         def job(cancel):
             seeds = np.array(data[lead] if lead else data)  # this worker reads the volume
+            mask = None if seed_preview is None else seed_preview.mask  # at slice size
             base = known_max_id(data, ids)
             objects: set[int] = set()
             seed = None
             if mask is not None and (mask & (seeds[z0] == 0)).any():
                 seeds[z0][mask & (seeds[z0] == 0)] = base + 1
                 objects.add(base + 1)
-                seed = (z0, preview)
+                seed = (z0, seed_preview)
             if all_on_slice:
                 objects |= set(np.unique(seeds[z0]).tolist()) - {0}
                 if not objects:
@@ -126,7 +128,14 @@ class PropagatePanel(JobPanel, QWidget):
                         message=f"the selected label {selected} has no pixel: select an object"
                     )
                 objects.add(selected)
-            prop = Propagator(session.model, embedding, seeds, sorted(objects), **settings)
+            if session.grid is None:
+                prop = Propagator(session.model, embedding, seeds, sorted(objects), **settings)
+            else:  # one group of objects per tile (engine/propagate/tiled.py)
+                prop = TiledPropagator(
+                    session.model, session.grid,
+                    lambda z, t: session.tile_embedding((*image_lead, z), t),
+                    seeds, sorted(objects), **settings,
+                )  # fmt: skip
             self.propagator = prop
             result, cancelled = yield from cancellable(prop.run(), cancel)
             if cancelled:
@@ -134,10 +143,13 @@ class PropagatePanel(JobPanel, QWidget):
                     return Outcome(cancelled=True)
                 result = prop.assemble()  # a part: recorded as an edit (not replayable)
             plan = plan_write(data, result, lead, base, False, ids.writes)
-            record = None if cancelled else propagated(image_lead, sorted(objects), settings, seed)
+            # tiled: recorded as an edit (exact voxels; replay has no tiled propagation yet)
+            replayable = not cancelled and session.grid is None
+            record = propagated(image_lead, sorted(objects), settings, seed) if replayable else None
             return Outcome(plan=plan, cancelled=cancelled, found=len(objects), record=record)
 
-        return job, 2 * int(data.shape[len(lead)]), labels
+        per = 2 * int(data.shape[len(lead)])
+        return job, per if session.grid is None else 0, labels
 
     def _negative_only_slices(self, lead: tuple[int, ...], z0: int) -> set[int]:
         """Slices (of this time point) where the points layer has only negative clicks."""

@@ -33,10 +33,11 @@ from .controls import NEW_LABELS, ControlsBase
 from .own_layers import OwnLayers
 from .preview import PreviewMixin
 from .recording import Recorder
+from .tiles import TilesMixin
 from .workers import WorkerOwner
 
 
-class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
+class SamWidget(PreviewMixin, TilesMixin, BindingMixin, ControlsBase):
     """Dock widget. ``napari_viewer`` is injected by napari."""
 
     def __init__(self, napari_viewer) -> None:
@@ -54,8 +55,11 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
         self._requests = itertools.count(1)
         self._latest = 0
         self._embedding_jobs: set[tuple[int, ...]] = set()
+        self._tile_jobs: set[tuple[int, ...]] = set()  # (slice…, tile row, tile col)
+        self._tile_prefetch_stop: threading.Event | None = None
         self._precompute_worker = None
         self._precompute_cancel: threading.Event | None = None
+        self._precompute_what = "slices"
         self._released = self._docked = False
         self.workers = WorkerOwner(self._on_error)
         self.recorder = Recorder()  # provenance of the labels layers written
@@ -92,6 +96,7 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
         self.add_tab(self.export_panel, "Export")
         self.image_combo.currentTextChanged.connect(self._on_choice_changed)
         self.channel_combo.currentTextChanged.connect(self._on_choice_changed)
+        self.tiling_combo.currentTextChanged.connect(self._on_tiling_changed)
         self.viewer.layers.events.inserted.connect(self._refresh_layer_lists)
         self.viewer.layers.events.removed.connect(self._refresh_layer_lists)
         self.viewer.dims.events.current_step.connect(self._on_slice_change)
@@ -206,8 +211,9 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
             self.set_status(str(err))
             return None
         overwrite = self.overwrite_existing()
-        with self.recorder.expect(labels, prompted(self.preview, overwrite), self.session):
-            label_id = commit.commit_slice_mask(labels, self.preview.mask, ctx, overwrite)
+        p = self.preview
+        with self.recorder.expect(labels, prompted(p, overwrite), self.session):
+            label_id = commit.commit_slice_mask(labels, p.local, ctx, overwrite, p.origin)
         self.clear_prompts()
         self.set_status(
             f"committed object {label_id} (Ctrl+Z undoes it)"
@@ -253,12 +259,13 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
             self.set_status("load a model first")
             return
         nd = adapters.spatial_ndim(self.image_layer)
-        indices = list(np.ndindex(*session.image.shape[: nd - 2]))
+        keys = session.region_keys(np.ndindex(*session.image.shape[: nd - 2]))
+        what = "tiles" if session.grid is not None else "slices"
         cancel = self._precompute_cancel = threading.Event()
 
         def job():  # counts the missing slices only (those already complete are done)
             done = total = already = 0
-            for step, p in enumerate(session.precompute(indices)):
+            for step, p in enumerate(session.precompute(keys)):
                 if step == 0:
                     already = p.done
                 done, total = p.done - already, p.total - already
@@ -267,6 +274,7 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
                     return done, total, True
             return done, total, False
 
+        self._precompute_what = what
         row = self.precompute_row
         self._precompute_worker = self.workers.start(
             job,
@@ -275,12 +283,12 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
             done=self._precompute_finished,
         )
         self.precompute_button.setEnabled(False)
-        row.running(True, len(indices))
+        row.running(True, len(keys))
 
     def _precompute_progress(self, p: tuple[int, int]) -> None:
         done, total = p
         self.precompute_row.bar.setMaximum(max(total, 1))
-        self.precompute_row.progress(done, f"{done}/{total} missing slices")
+        self.precompute_row.progress(done, f"{done}/{total} missing {self._precompute_what}")
 
     def cancel_precompute(self) -> None:
         if self._precompute_cancel is not None and self._precompute_worker is not None:
@@ -289,13 +297,14 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
 
     def _precomputed(self, result: tuple[int, int, bool]) -> None:
         done, total, cancelled = result
+        what = self._precompute_what
         if cancelled:
             self.set_status(
-                f"precompute cancelled: {done}/{total} missing slices stored (they stay valid)",
+                f"precompute cancelled: {done}/{total} missing {what} stored (they stay valid)",
                 notify=True,
             )
         else:
-            self.set_status(f"precomputed {done}/{total} missing slices", notify=True)
+            self.set_status(f"precomputed {done}/{total} missing {what}", notify=True)
 
     def _precompute_finished(self) -> None:
         self._precompute_worker = self._precompute_cancel = None
@@ -326,7 +335,7 @@ class SamWidget(PreviewMixin, BindingMixin, ControlsBase):
         self._released = True
         for timer in (self._timer, self._sync_timer, self._slice_timer):
             timer.stop()
-        for cancel in (self._precompute_cancel, *self._job_cancels()):
+        for cancel in (self._precompute_cancel, self._tile_prefetch_stop, *self._job_cancels()):
             if cancel is not None:
                 cancel.set()
         self.workers.shutdown(CLOSE_WAIT_S)

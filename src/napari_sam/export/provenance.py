@@ -113,6 +113,7 @@ class Provenance:
         source: str | None = None,
         checkpoint: str | None = None,
         calibration: Any = None,
+        tiling: Mapping[str, Any] | None = None,
     ) -> Provenance:
         """model: a :class:`~napari_sam.engine.loader.SamModel` (or a dict with name,
         weights_hash, precision). normalization: an
@@ -120,7 +121,9 @@ class Provenance:
         image_shape: the image's data shape (RGB axis included). precision: the
         precision the model was loaded with (``"fp32"`` = exact mode); default the
         model's (``"fp32"`` when exact). calibration: the labels'
-        :class:`~napari_sam.export.calibration.Calibration` (used by replay's output)."""
+        :class:`~napari_sam.export.calibration.Calibration` (used by replay's output).
+        tiling: the :meth:`~napari_sam.engine.tiling.TileGrid.to_dict` of the session's
+        tiles when its slices were tiled (prompted actions then name their tile)."""
         from .. import __version__
 
         if isinstance(model, Mapping):
@@ -148,7 +151,8 @@ class Provenance:
             "calibration": None if calibration is None else calibration.to_dict(),
         }
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        return cls(info, dict(sig), image, None, __version__, now)
+        tiles = None if tiling is None else dict(tiling)
+        return cls(info, dict(sig), image, tiles, __version__, now)
 
     # ------------------------------------------------------------------ actions
     def add_prompted(
@@ -159,9 +163,11 @@ class Provenance:
         *,
         overwrite: bool = False,
         predicted_iou: float | None = None,
+        tile: Sequence[int] | None = None,
     ) -> dict[str, Any]:
         """An object committed from clicks and/or a box on slice ``index``. ``ids``: the
-        id written (empty when the mask only covered other objects)."""
+        id written (empty when the mask only covered other objects); ``tile``: (row,
+        col) of the tile that answered it on a tiled slice."""
         if not rounds:
             raise ProvenanceError("a prompted action needs at least one prompt round")
         ids = _ints(ids)
@@ -171,6 +177,7 @@ class Provenance:
         return self._add(
             rounds[-1].kind, index, ids, overwrite,
             rounds=[r.to_dict() for r in rounds], scores=scores,
+            tile=None if tile is None else _ints(tile),
         )
 
     def add_automatic(

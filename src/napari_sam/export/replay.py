@@ -66,8 +66,6 @@ def iter_replay(
             f"image shape {shape} is not the recorded {tuple(prov.image['shape'])}: "
             "replay needs the image the labels were made on"
         )
-    if prov.tiling is not None:
-        raise ProvenanceError("tiled provenance cannot be replayed by this napari-sam version")
     model = _model(prov, model, device, checkpoint)
     run = _Replayer(prov, image, model, np.dtype(labels_dtype))
     n = len(prov.actions)
@@ -124,6 +122,8 @@ class _Replayer:
         self.mismatches: list[str] = []
         self._encoder = Predictor(model, self.norm)
         self._ram: OrderedDict[tuple[int, ...], Embedding] = OrderedDict()
+        self.tiling = prov.tiling
+        self._tiled = None  # the SegmentationSession of tiled prompts (made when needed)
 
     # ------------------------------------------------------------------ helpers
     def embedding(self, index: tuple[int, ...]) -> Embedding:
@@ -165,6 +165,32 @@ class _Replayer:
             logits = res.logits[0]
         return res.masks[0]
 
+    def tiled_mask(self, index: tuple[int, ...], rounds: list[dict], tile: tuple) -> np.ndarray:
+        """The preview mask of a chain of prompt rounds on a tiled slice, through a
+        session with the recorded tiles (the tile the session chooses must be the
+        recorded one)."""
+        if self._tiled is None:
+            from ..engine.tiling import TileGrid
+            from ..session import SegmentationSession
+
+            grid = TileGrid.from_dict(self.tiling)
+            self._tiled = SegmentationSession(
+                self.model, self.image, self.rgb, None, self.norm,
+                tiling=grid.tile, halo=grid.halo,
+            )  # fmt: skip
+            if self._tiled.grid != grid:
+                raise ProvenanceError(f"recorded tiles {grid} do not fit the image")
+        prev = None
+        for d in rounds:
+            r = PromptRound.from_dict(d)
+            pts = np.asarray(r.points, float).reshape(-1, 2)
+            lab = np.asarray(r.labels, int).reshape(-1)
+            box = None if r.box is None else np.asarray(r.box, float)
+            prev = self._tiled.prompt(index, pts, lab, box, 0, previous=prev)
+        if prev is None or prev.tile != tuple(int(v) for v in tile):
+            raise ProvenanceError(f"the prompts of slice {index} are answered on another tile")
+        return prev.mask
+
     def merge(self, key: tuple[int, ...], block: np.ndarray, overwrite: bool) -> list[int]:
         """Write the non-zero voxels of ``block`` into ``labels[key]`` (only into empty
         voxels unless ``overwrite``); returns the ids of the voxels that changed."""
@@ -186,13 +212,20 @@ class _Replayer:
             "propagated": self._propagated,
             "edited": self._edited,
         }[a["kind"]]
-        if a.get("tile") is not None:
-            raise ProvenanceError("tiled actions cannot be replayed by this napari-sam version")
+        if self.tiling is not None and a["kind"] in ("automatic", "propagated"):
+            raise ProvenanceError(  # the widget records tiled ones as edits
+                f"a {a['kind']} action on tiled slices cannot be replayed by this version"
+            )
+        if a.get("tile") is not None and self.tiling is None:
+            raise ProvenanceError("an action names a tile but the provenance has no tiling")
         return handler(a)
 
     def _prompted(self, a: dict[str, Any]) -> list[int]:
         index = tuple(a["index"])
-        mask = self.mask_from_rounds(index, a["rounds"])
+        if a.get("tile") is not None:
+            mask = self.tiled_mask(index, a["rounds"], tuple(a["tile"]))
+        else:
+            mask = self.mask_from_rounds(index, a["rounds"])
         plane = self.labels[self.labels_index(index)]
         label_id, written = paint_mask(
             plane, mask, label_id=next_free_id(self.labels), overwrite=bool(a["overwrite"])

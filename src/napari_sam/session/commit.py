@@ -89,14 +89,24 @@ def plan_write(
     base: int,
     overwrite: bool = False,
     since: int = 0,
+    origin: tuple[int, int] | None = None,
 ) -> LabelWrite:
     """Worker thread: the pixels of ``data[key]`` that ``result`` changes (0 in
     ``result`` leaves a pixel as it is; existing objects are kept unless
-    ``overwrite``). Reads the block one leading slice at a time."""
+    ``overwrite``). Reads the block one leading slice at a time. origin: ``result``
+    covers only the window of its (h, w) whose top-left pixel is origin (row, col) in
+    each plane (only that window is read)."""
     key = tuple(int(k) for k in key)
     expected = tuple(data.shape[len(key) :])
-    if result.shape != expected:
+    r0, c0 = (0, 0) if origin is None else (int(origin[0]), int(origin[1]))
+    h, w = result.shape[-2:]
+    if origin is not None:
+        fits = r0 >= 0 and c0 >= 0 and r0 + h <= expected[-2] and c0 + w <= expected[-1]
+        if not fits or result.shape[:-2] != expected[:-2]:
+            raise ValueError(f"a {result.shape} window at {origin} leaves the {expected} block")
+    elif result.shape != expected:
         raise ValueError(f"result shape {result.shape} ≠ labels block shape {expected}")
+    window = (slice(r0, r0 + h), slice(c0, c0 + w))
     parts: list[tuple[np.ndarray, ...]] = []
     values: list[np.ndarray] = []
     for lead in np.ndindex(*result.shape[:-2]):
@@ -104,13 +114,14 @@ def plan_write(
         target = res > 0
         if not target.any():
             continue
-        cur = np.asarray(data[(*key, *lead)])
+        cur = np.asarray(data[(*key, *lead, *window)])
         target &= res != cur
         if not overwrite:
             target &= cur == 0
         rows, cols = np.nonzero(target)
         if rows.size:
-            parts.append((*(np.full(rows.size, k, np.intp) for k in (*key, *lead)), rows, cols))
+            lead_idx = (np.full(rows.size, k, np.intp) for k in (*key, *lead))
+            parts.append((*lead_idx, rows + r0, cols + c0))
             values.append(res[rows, cols])
     ndim = len(key) + result.ndim
     if not parts:
@@ -122,17 +133,28 @@ def plan_write(
 
 
 def plan_automatic_write(
-    data, found: np.ndarray, key: tuple[int, ...], overwrite: bool, snapshot: IdSnapshot
+    data,
+    found: np.ndarray,
+    key: tuple[int, ...],
+    overwrite: bool,
+    snapshot: IdSnapshot,
+    origin: tuple[int, int] | None = None,
 ) -> LabelWrite:
     """Worker thread: automatic-mask objects ``found`` (ids 1..n, the shape of
-    ``data[key]``) as new objects of the labels ``data``: consecutive ids above its
-    largest id; existing objects kept unless ``overwrite`` (then the new ones win), and
-    a new object whose part outside existing objects is only a rim or a small share of
-    it is not added (:func:`~napari_sam.engine.labels.merge_new_objects`, docs/amg.md)."""
+    ``data[key]``; with ``origin``, a 2D window of it whose top-left pixel is origin
+    (row, col) — only that window is read) as new objects of the labels ``data``:
+    consecutive ids above its largest id; existing objects kept unless ``overwrite``
+    (then the new ones win), and a new object whose part outside existing objects is
+    only a rim or a small share of it is not added
+    (:func:`~napari_sam.engine.labels.merge_new_objects`, docs/amg.md)."""
     base = known_max_id(data, snapshot)
-    existing = np.asarray(data[key]) if key else np.asarray(data)
+    sub = key
+    if origin is not None:
+        h, w = found.shape
+        sub = (*key, slice(origin[0], origin[0] + h), slice(origin[1], origin[1] + w))
+    existing = np.asarray(data[sub]) if sub else np.asarray(data)
     block, _n = merge_new_objects(existing, found, overwrite=overwrite, first_id=base + 1)
-    return plan_write(data, block, key, base, overwrite, snapshot.writes)
+    return plan_write(data, block, key, base, overwrite, snapshot.writes, origin)
 
 
 def automatic_scores(

@@ -10,24 +10,56 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Preview:
-    """A predicted mask for the slice ``index`` (H, W) bool, with its score and the
-    request number that produced it (newer requests win). On a tiled slice ``tile`` is
-    the tile that answered it and ``region`` its outer region (row_min, col_min,
-    row_max, col_max) in slice pixels; ``logits`` are then that tile's (its
-    refinements stay on it); the mask is placed at slice coordinates."""
+    """A predicted mask for the slice ``index``, with its score and the request number
+    that produced it (newer requests win).
+
+    ``local`` is the mask (h, w) bool of its *window*: the whole slice (H, W) on an
+    untiled slice; on a tiled slice the outer region of the tile that answered it
+    (``tile``; ``region`` = (row_min, col_min, row_max, col_max) in slice pixels,
+    ``plane`` = (H, W) the slice's size) — a large plane never gets a plane-sized
+    preview. :attr:`mask` places it at slice size (allocates (H, W): for callers that
+    need the whole slice); :attr:`origin` is the window's top-left pixel. ``logits`` are
+    the window's (a refinement stays on the same tile)."""
 
     index: tuple[int, ...]
-    mask: np.ndarray
+    local: np.ndarray
     score: float
     request: int
     logits: np.ndarray | None = None  # low-res logits of the mask, for refinement
     prompts: tuple = ()  # (points as tuples, labels, box) that produced it
-    outline: np.ndarray | None = None  # (H, W) bool: the mask's edge, as a GUI displays it
+    outline: np.ndarray | None = None  # (h, w) bool: the window's edge pixels, as drawn
     tile: tuple[int, int] | None = None  # the tile that answered (tiled slices)
     region: tuple[int, int, int, int] | None = None  # its outer region, slice pixels
     # the prompt rounds that made it, exact: ((points, labels, box), ...) — one round per
     # prediction, each refining the previous one's logits (recorded as provenance)
     chain: tuple = ()
+    plane: tuple[int, int] | None = None  # (H, W) of the slice when ``region`` is set
+
+    @property
+    def origin(self) -> tuple[int, int]:
+        """(row, col) of the window's top-left pixel in the slice."""
+        return (0, 0) if self.region is None else (int(self.region[0]), int(self.region[1]))
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The mask at slice size (H, W) bool (the window placed at :attr:`origin`)."""
+        if self.region is None:
+            return self.local
+        from ..engine.tiling import place
+
+        if self.plane is None:
+            raise ValueError("a windowed preview needs its plane size")
+        return place(self.local, self.region, self.plane)
+
+    def bbox(self) -> tuple[int, int, int, int] | None:
+        """(row_min, col_min, row_max, col_max) (max exclusive) of the mask's pixels in
+        slice coordinates, or None when it is empty."""
+        rows = np.flatnonzero(self.local.any(axis=1))
+        if rows.size == 0:
+            return None
+        cols = np.flatnonzero(self.local.any(axis=0))
+        r, c = self.origin
+        return r + int(rows[0]), c + int(cols[0]), r + int(rows[-1]) + 1, c + int(cols[-1]) + 1
 
 
 def prompt_key(points: np.ndarray, labels: np.ndarray, box: np.ndarray | None) -> tuple:

@@ -71,7 +71,7 @@ class ProvenanceLog:
         already carry) when it was made with the same ones."""
         header = Provenance.create(
             session.model, session.normalization, image_shape=session.image.shape,
-            rgb=rgb, channel_axis=channel_axis,
+            rgb=rgb, channel_axis=channel_axis, tiling=_tiling(session),
         )  # fmt: skip
         if existing is not None:
             old = Provenance.from_dict(existing)
@@ -83,8 +83,9 @@ class ProvenanceLog:
         """True when ``session`` has the model, precision, normalisation and image shape
         the log's actions were made with (then its actions can be replayed)."""
         other = Provenance.create(
-            session.model, session.normalization, image_shape=session.image.shape
-        )
+            session.model, session.normalization, image_shape=session.image.shape,
+            tiling=_tiling(session),
+        )  # fmt: skip
         return _same_setup(self.header, other)
 
     # ------------------------------------------------------------------ recording
@@ -145,15 +146,16 @@ def rounds_of(chain: Sequence[tuple]) -> list[PromptRound]:
 
 
 def prompted(preview: Any, overwrite: bool) -> Record | None:
-    """A commit of ``preview`` (a :class:`~napari_sam.session.preview.Preview`); None
-    when the preview does not say which prompts made it (then an edit is recorded)."""
+    """A commit of ``preview`` (a :class:`~napari_sam.session.preview.Preview`; on a
+    tiled slice with the tile that answered it); None when the preview does not say
+    which prompts made it (then an edit is recorded)."""
     if not getattr(preview, "chain", ()):
         return None
     rounds = rounds_of(preview.chain)
 
     def record(prov: Provenance, ids: list[int]) -> None:
         prov.add_prompted(preview.index, rounds, ids, overwrite=overwrite,
-                          predicted_iou=preview.score)
+                          predicted_iou=preview.score, tile=preview.tile)
 
     return record
 
@@ -197,4 +199,11 @@ def _same_setup(a: Provenance, b: Provenance) -> bool:
         all(a.model.get(k) == b.model.get(k) for k in keys)
         and a.normalization == b.normalization
         and list(a.image.get("shape", [])) == list(b.image.get("shape", []))
+        and a.tiling == b.tiling
     )
+
+
+def _tiling(session: Any) -> dict[str, Any] | None:
+    """The session's tile grid as a dict (None: whole slices)."""
+    grid = getattr(session, "grid", None)
+    return None if grid is None else grid.to_dict()

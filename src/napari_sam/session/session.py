@@ -7,7 +7,7 @@ may run in worker threads; nothing here touches napari layers.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,11 +19,11 @@ from ..engine.embedding import Embedding
 from ..engine.image import Normalization
 from ..engine.loader import SamModel
 from ..engine.progress import Progress
-from ..engine.tiling import place
 from .preview import Preview, exact_round, is_refinement, prompt_key
 from .tiled import choose_tile, to_region
 
 RAM_SLICES = 8  # embeddings kept in RAM besides the zarr store (the widget's default)
+RAM_TILES = 32  # the same for tiled slices, in tiles (a vit_b tile: 4 MiB)
 
 
 class SegmentationSession:
@@ -32,7 +32,8 @@ class SegmentationSession:
     image: the nD image (a layer's data; numpy / dask / zarr; read slice by slice),
     addressed by slice index tuples over its non-spatial axes (``()`` for 2D); rgb: its
     last axis holds RGB(A) samples. store_path: zarr store for the embeddings, or None
-    for RAM only (at most ``ram_slices`` in RAM either way).
+    for RAM only (at most ``ram_slices`` in RAM either way; ``ram_tiles`` tiles when the
+    slices are tiled).
     on_mismatch: a store made for another model / precision / normalisation / image
     raises :class:`~napari_sam.store.StoreMismatchError` (``"error"``, the default: the
     widget asks the user) or is replaced (``"overwrite"``: only after the user said so).
@@ -56,6 +57,7 @@ class SegmentationSession:
         on_mismatch: str = "error",
         ram_slices: int = RAM_SLICES,
         tiling: str | tuple[int, int] = "off",
+        ram_tiles: int = RAM_TILES,
         halo: int | None = None,
     ) -> None:
         from ..engine.tiling import TileGrid
@@ -75,7 +77,7 @@ class SegmentationSession:
             normalization=self.normalization,
             store=store_path,
             overwrite=on_mismatch == "overwrite",
-            capacity=ram_slices,
+            capacity=ram_slices if self.grid is None else ram_tiles,
             on_stale="ram",
             check=_finite,
         )
@@ -111,8 +113,9 @@ class SegmentationSession:
         return self.embeddings.get(index)
 
     def precompute(self, indices: list[tuple[int, ...]]) -> Iterator[Progress]:
-        """Compute missing embeddings into the store (every slice without a store);
-        yields Progress with ``done`` counting the slices already complete."""
+        """Compute missing embeddings into the store (every one without a store); yields
+        Progress with ``done`` counting those already complete. indices: keys of
+        :meth:`region_keys` (slice indices, or (slice…, tile row, tile col))."""
         return self.embeddings.precompute(indices)
 
     def tile_embedding(self, index: tuple[int, ...], tile: tuple[int, int]) -> Embedding:
@@ -120,20 +123,49 @@ class SegmentationSession:
         return self.embeddings.get((*tuple(index), *tuple(tile)))
 
     def tiles_around(
-        self, index: tuple[int, ...], tile: tuple[int, int], limit: int | None = None
+        self,
+        index: tuple[int, ...],
+        tile: tuple[int, int],
+        limit: int | None = None,
+        prefer: Iterable[tuple[int, int]] = (),
     ) -> Iterator[Progress]:
         """Embed the tiles of slice ``index`` nearest to ``tile`` first
         (:meth:`~napari_sam.engine.tiling.TileGrid.by_distance`: the tile itself, then its
-        neighbours ring by ring), at most ``limit`` of them (default: as many as RAM holds
-        — more would evict the first ones without a store); yields Progress per tile.
+        neighbours ring by ring) — those in ``prefer`` (e.g. the tiles in view) before
+        all others — at most ``limit`` of them (default: as many as RAM holds — more
+        would evict the first ones without a store); yields Progress per tile.
         What a prompt does next, in a worker thread; closing the generator stops after
         the current tile. Tiles already in RAM or in the store are not recomputed."""
         if self.grid is None:
             raise ValueError("this session's slices are not tiled")
-        order = self.grid.by_distance(tile)
+        tile = self.grid.check(tile)
+        first = {tuple(t) for t in prefer}
+        # stable: the tile itself, those preferred, the rest — each by distance
+        order = sorted(self.grid.by_distance(tile), key=lambda t: (t != tile, t not in first))
         n = min(len(order), self.embeddings.capacity if limit is None else int(limit))
         keys = [(*tuple(index), *t) for t in order[:n]]
         return self.embeddings.prefetch(keys)
+
+    def cached_tile(self, index: tuple[int, ...], tile: tuple[int, int]) -> Embedding | None:
+        """A tile's embedding from RAM only (cheap: safe on the GUI thread)."""
+        return self.embeddings.cached((*tuple(index), *tuple(tile)))
+
+    def tiles_in_ram(self, index: tuple[int, ...]) -> list[tuple[int, int]]:
+        """The tiles of slice ``index`` whose embeddings are in RAM (cheap)."""
+        n = len(tuple(index))
+        return [
+            (int(k[n]), int(k[n + 1]))
+            for k in self.embeddings.ram_keys()
+            if len(k) == n + 2 and tuple(k[:n]) == tuple(index)
+        ]
+
+    def region_keys(self, indices: Iterable[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """The embedding keys of slices ``indices``: the slices themselves, or every
+        tile of each when the slices are tiled (what :meth:`precompute` takes)."""
+        if self.grid is None:
+            return [tuple(i) for i in indices]
+        tiles = list(self.grid.tiles())
+        return [(*tuple(i), *t) for i in indices for t in tiles]
 
     def tile_for(
         self,
@@ -167,7 +199,8 @@ class SegmentationSession:
         """Mask for one object from the prompts of one slice, computing the embedding it
         needs (worker threads only): on an untiled slice :meth:`predict` on the slice's
         embedding; on a tiled one on the tile chosen by :func:`.tiled.choose_tile` (only
-        that tile is embedded), with the mask placed at slice coordinates. previous: the
+        that tile is embedded); the preview's window is then the tile's outer region
+        (:attr:`Preview.local`, placed by :attr:`Preview.mask`). previous: the
         object's last preview — when these prompts refine it (more clicks, same box) its
         logits are the mask input and, tiled, its tile is kept. Raises
         :class:`~.tiled.TileError` for a prompt no tile can answer."""
@@ -191,7 +224,7 @@ class SegmentationSession:
         r = self.predict(index, emb, tp, lab, tb, request, mask_input=mask_input)
         return replace(
             r,
-            mask=place(r.mask, region, self.grid.plane),
+            plane=self.grid.plane,  # the mask stays the region's (Preview.local)
             prompts=prompt_key(pts, lab, box),
             chain=(*chain, exact_round(pts, lab, box)),  # slice coordinates
             tile=tile,

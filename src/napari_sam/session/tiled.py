@@ -21,12 +21,13 @@ row_max, col_max), slice pixels):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from ..engine.tiling import Region, Tile, TileGrid, box_to_tile, to_tile
 
-__all__ = ["TileError", "choose_tile", "to_region"]
+__all__ = ["PlaneWindow", "TileError", "choose_tile", "tiles_window", "to_region"]
 
 
 class TileError(ValueError):
@@ -87,3 +88,50 @@ def to_region(
     """Slice coordinates → the outer region's: points (N, 2) and box (4,) or None."""
     pts = to_tile(np.asarray(points, dtype=np.float64).reshape(-1, 2), region)
     return pts, None if box is None else box_to_tile(box, region)
+
+
+class PlaneWindow:
+    """A label plane of ``plane`` = (H, W) pixels of which only ``region`` (row_min,
+    col_min, row_max, col_max) is held, as a (h, w) numpy :attr:`array`: what
+    :class:`~napari_sam.engine.amg.tiled.TiledAmg` writes into when it segments some
+    tiles of a large plane (their outer regions must lie inside ``region``). Indexed
+    like the plane with two slices; anything outside ``region`` is an IndexError."""
+
+    def __init__(self, plane: Sequence[int], region: Sequence[int], dtype: Any = np.uint32):
+        self.shape = (int(plane[0]), int(plane[1]))
+        r0, c0, r1, c1 = (int(v) for v in region)
+        if not (0 <= r0 < r1 <= self.shape[0] and 0 <= c0 < c1 <= self.shape[1]):
+            raise ValueError(f"region {tuple(region)} is not inside a {self.shape} plane")
+        self.region = (r0, c0, r1, c1)
+        self.dtype = np.dtype(dtype)
+        self.array = np.zeros((r1 - r0, c1 - c0), self.dtype)
+
+    def _local(self, key: tuple[slice, slice]) -> tuple[slice, slice]:
+        r0, c0, r1, c1 = self.region
+        rows, cols = key
+        out = []
+        for s, lo, hi in ((rows, r0, r1), (cols, c0, c1)):
+            if not isinstance(s, slice) or s.step not in (None, 1):
+                raise IndexError("a PlaneWindow is indexed with two contiguous slices")
+            start, stop = s.start, s.stop
+            if start is None or stop is None or start < lo or stop > hi:
+                raise IndexError(f"{key} leaves the window {self.region}")
+            out.append(slice(start - lo, stop - lo))
+        return out[0], out[1]
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        return self.array[self._local(key)]
+
+    def __setitem__(self, key: tuple[slice, slice], value: Any) -> None:
+        self.array[self._local(key)] = value
+
+
+def tiles_window(grid: TileGrid, tiles: Sequence[Tile]) -> Region:
+    """The bounding box (row_min, col_min, row_max, col_max) of ``tiles``' outer regions."""
+    regions = np.array([grid.outer(t) for t in tiles])
+    return (
+        int(regions[:, 0].min()),
+        int(regions[:, 1].min()),
+        int(regions[:, 2].max()),
+        int(regions[:, 3].max()),
+    )

@@ -111,6 +111,7 @@ def default_store_path_for(
     source_path: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     samples: int = CONTENT_SAMPLES,
+    tiling: Mapping[str, Any] | None = None,
 ) -> Path:
     """Default store path for ``image`` (numpy / zarr / dask, laid out by ``layout``).
 
@@ -120,9 +121,11 @@ def default_store_path_for(
     ``precision`` (``"fp32"`` / ``"bf16"`` — pass ``model.precision``, not ``"auto"``),
     the ``normalization`` (a :class:`~napari_sam.engine.image.Normalization`, its
     ``signature()`` dict, or None for the default) and, for an image read from a file,
-    ``source_path`` (resolved when it exists). File modification time and size are not
-    part of the key: a rewrite that changes the sampled slices gets a new key anyway,
-    and the per-slice fingerprints catch any other change.
+    ``source_path`` (resolved when it exists) and ``tiling`` (a
+    :meth:`~napari_sam.engine.tiling.TileGrid.to_dict`, when the slices are tiled: a
+    store of whole slices and one of tiles never share a path). File modification
+    time and size are not part of the key: a rewrite that changes the sampled slices
+    gets a new key anyway, and the per-slice fingerprints catch any other change.
 
     Returns ``<cache>/embeddings/<stem>-<model>-<key>.zarr`` where ``<stem>`` is the
     file's name or ``array-<shape>`` (never a layer name: a re-load under another name
@@ -151,6 +154,8 @@ def default_store_path_for(
         "precision": str(precision),
         "normalization": dict(norm),
     }
+    if tiling is not None:  # only then: the keys of untiled stores stay as they were
+        parts["tiling"] = dict(tiling)
     key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
     return default_store_root(cache_dir) / f"{stem}-{_safe(str(model_name))}-{key[:16]}.zarr"
 

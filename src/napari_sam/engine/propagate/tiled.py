@@ -149,6 +149,12 @@ class TiledPropagator:
         return out
 
 
+    def assemble(self) -> np.ndarray:
+        """The label volume so far (after a cancel: the groups finished; the seeds when
+        none was)."""
+        return self.seeds.copy() if self.result is None else self.result
+
+
 def propagate_tiled(
     model: SamModel,
     grid: TileGrid,
