@@ -219,3 +219,38 @@ def test_local_cluster_of_workers_n_keeps_freed_activations(monkeypatch):
     assert faults < 100  # with Dask's own setting: ~500 per round (measured)
     monkeypatch.setenv("NAPARI_SAM_MALLOC_TUNING", "0")
     assert allocator_environ() == {}
+
+
+def _threads_after_load() -> tuple[str | None, int]:
+    """Worker side: OMP_NUM_THREADS and torch's threads once a model is loaded."""
+    import os
+
+    import torch
+
+    from napari_sam.store.cluster import ModelSpec, worker_model
+
+    worker_model(ModelSpec("tiny-threads"), load=_tiny_loader)
+    return os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()
+
+
+def _tiny_loader(spec):
+    return make_tiny()
+
+
+@pytest.mark.slow
+def test_local_cluster_workers_use_their_share_of_the_cores():
+    """``--workers N``: each worker's torch runs cores // N threads (torch had read
+    Dask's pre-spawn OMP_NUM_THREADS=1 before the cluster's own value arrived)."""
+    import os
+
+    from napari_sam.store.cluster import dask_client
+
+    saved = dict(os.environ)
+    try:
+        with dask_client(1) as client:
+            omp, threads = client.submit(_threads_after_load, pure=False).result()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    want = max(1, os.cpu_count() or 1)
+    assert omp == str(want) and threads == want

@@ -123,7 +123,6 @@ class _Replayer:
         self._encoder = Predictor(model, self.norm)
         self._ram: OrderedDict[tuple[int, ...], Embedding] = OrderedDict()
         self.tiling = prov.tiling
-        self._tiled = None  # the SegmentationSession of tiled prompts (made when needed)
 
     # ------------------------------------------------------------------ helpers
     def embedding(self, index: tuple[int, ...]) -> Embedding:
@@ -144,20 +143,31 @@ class _Replayer:
             return index
         return index[: self.channel_axis] + index[self.channel_axis + 1 :]
 
-    def mask_from_rounds(self, index: tuple[int, ...], rounds: list[dict]) -> np.ndarray:
+    def mask_from_rounds(
+        self,
+        index: tuple[int, ...],
+        rounds: list[dict],
+        emb: Embedding | None = None,
+        origin: tuple[int, int] = (0, 0),
+    ) -> np.ndarray:
         """The preview mask of a chain of prompt rounds, as the interactive session
-        computes it (one click alone: best of 3; refinements get the previous logits)."""
+        computes it (one click alone: best of 3; refinements get the previous logits).
+        emb: the embedding to decode on (default the slice's); origin: (row, col) of its
+        region in the slice (prompts are shifted into it; the mask is the region's)."""
         p = Predictor(self.model, self.norm)
-        p.set_embedding(self.embedding(index))
+        p.set_embedding(self.embedding(index) if emb is None else emb)
+        shift = np.array(origin, float)
         logits = None
         for k, d in enumerate(rounds):
             r = PromptRound.from_dict(d)
             mask_input = logits if k > 0 else None
             multimask = r.box is None and len(r.points) == 1 and mask_input is None
+            pts = [tuple(np.array(q) - shift) for q in r.points]
+            box = None if r.box is None else tuple(np.array(r.box) - np.tile(shift, 2))
             res = p.predict(
-                points=list(r.points) or None,
+                points=pts or None,
                 labels=list(r.labels) or None,
-                box=r.box,
+                box=box,
                 mask_input=mask_input,
                 multimask=multimask,
                 best_only=True,
@@ -166,30 +176,26 @@ class _Replayer:
         return res.masks[0]
 
     def tiled_mask(self, index: tuple[int, ...], rounds: list[dict], tile: tuple) -> np.ndarray:
-        """The preview mask of a chain of prompt rounds on a tiled slice, through a
-        session with the recorded tiles (the tile the session chooses must be the
-        recorded one)."""
-        if self._tiled is None:
-            from ..engine.tiling import TileGrid
-            from ..session import SegmentationSession
+        """The preview mask of a chain of prompt rounds answered on ``tile`` of a tiled
+        slice, as the session computes it: the tile's outer region embedded at native
+        resolution, the prompts shifted into it, the mask placed back at slice size."""
+        from ..engine.tiling import TileGrid, check_tile_embedding, place
 
-            grid = TileGrid.from_dict(self.tiling)
-            self._tiled = SegmentationSession(
-                self.model, self.image, self.rgb, None, self.norm,
-                tiling=grid.tile, halo=grid.halo,
-            )  # fmt: skip
-            if self._tiled.grid != grid:
-                raise ProvenanceError(f"recorded tiles {grid} do not fit the image")
-        prev = None
-        for d in rounds:
-            r = PromptRound.from_dict(d)
-            pts = np.asarray(r.points, float).reshape(-1, 2)
-            lab = np.asarray(r.labels, int).reshape(-1)
-            box = None if r.box is None else np.asarray(r.box, float)
-            prev = self._tiled.prompt(index, pts, lab, box, 0, previous=prev)
-        if prev is None or prev.tile != tuple(int(v) for v in tile):
-            raise ProvenanceError(f"the prompts of slice {index} are answered on another tile")
-        return prev.mask
+        grid = TileGrid.from_dict(self.tiling)
+        plane = tuple(int(v) for v in self.labels.shape[-2:])
+        if tuple(grid.plane) != plane:
+            raise ProvenanceError(f"recorded tiles of {grid.plane} px do not fit {plane} slices")
+        tile = grid.check(tile)
+        key = (*index, *tile)
+        emb = self._ram.get(key)
+        if emb is None:
+            data = grid.read(self.image[index], tile)
+            emb = check_tile_embedding(grid, tile, self._encoder.compute_embedding(data, False))
+            self._ram[key] = emb
+            while len(self._ram) > EMBEDDINGS_IN_RAM:
+                self._ram.popitem(last=False)
+        region = grid.outer(tile)
+        return place(self.mask_from_rounds(index, rounds, emb, region[:2]), region, plane)
 
     def merge(self, key: tuple[int, ...], block: np.ndarray, overwrite: bool) -> list[int]:
         """Write the non-zero voxels of ``block`` into ``labels[key]`` (only into empty

@@ -56,11 +56,26 @@ def _loader_key(spec: ModelSpec, load: Loader) -> tuple[ModelSpec, str]:
     return spec, f"{load.__module__}.{load.__qualname__}"
 
 
+def worker_threads() -> int:
+    """Dask workers: torch's CPU threads as ``OMP_NUM_THREADS`` says. The variable that
+    :class:`dask_client` gives its LocalCluster workers (cores // workers) reaches the
+    worker's environment after torch has read Dask's pre-spawn value (1), so it is
+    applied here, before the worker's first model load. Returns the thread count."""
+    import torch
+
+    n = os.environ.get("OMP_NUM_THREADS", "")
+    if n.isdigit() and int(n) >= 1 and torch.get_num_threads() != int(n):
+        torch.set_num_threads(int(n))
+    return torch.get_num_threads()
+
+
 def worker_model(spec: ModelSpec, load: Loader = load_spec) -> SamModel:
-    """The model for ``spec`` in this worker process, loaded on first use only."""
+    """The model for ``spec`` in this worker process, loaded on first use only (with
+    the worker's thread count applied first: :func:`worker_threads`)."""
     key = _loader_key(spec, load)
     with _WORKER_LOCK:
         if key not in _WORKER_MODELS:
+            worker_threads()
             _WORKER_MODELS[key] = load(spec)
             _WORKER_LOADS[key] = _WORKER_LOADS.get(key, 0) + 1
         return _WORKER_MODELS[key]
