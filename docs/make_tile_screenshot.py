@@ -57,8 +57,8 @@ def main() -> int:
     # a view of about 3 × 3 tiles around the border between tiles (4, 4) and (4, 5)
     border = grid.tile[1] * 5
     centre = (grid.tile[0] * 4.5, float(border))
-    viewer.camera.center = tuple(layer.data_to_world(centre))
-    viewer.camera.zoom = 1.5
+    viewer.scene.camera.center = tuple(layer.data_to_world(centre))
+    viewer.scene.camera.zoom = 1.5
     pump(app, settle=0.5)
     objs = ndi.find_objects(truth)
     near = [
