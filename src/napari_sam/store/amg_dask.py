@@ -114,14 +114,34 @@ def _amg_task(
     part: Payload,
     overwrite: bool = False,
 ) -> tuple[Index, np.ndarray]:
-    """Worker side: one slice → its label image (model from the worker cache). The
-    store was opened and checked by the driver; the worker's provider opens it "r+"
-    (never creates, replaces or deletes it) and refuses a store that does not match its
-    model; a slice whose data changed is recomputed only with ``overwrite``."""
+    """Worker side: one slice → its label image (:func:`generate_on_worker`)."""
+    result = generate_on_worker(
+        spec, load, params, store_path, layout, normalization, idx, part, overwrite
+    )
+    return idx, result.labels
+
+
+def generate_on_worker(
+    spec: ModelSpec,
+    load: Loader,
+    params: dict[str, Any],
+    store_path: str | None,
+    layout: Any,
+    normalization: Normalization,
+    key: Any,
+    part: Payload,
+    overwrite: bool = False,
+) -> Any:
+    """Worker side: the automatic masks of one region ``key`` of ``layout`` (a slice,
+    or a tile of a tiled layout), model from the worker cache. The store was opened and
+    checked by the driver; the worker's provider opens it "r+" (never creates, replaces
+    or deletes it) and refuses a store that does not match its model; a region whose
+    data changed is recomputed only with ``overwrite``. Returns the generator's result
+    (labels (h, w) uint32, records, masks)."""
     from ..engine.amg import AutomaticMaskGenerator
 
     model = worker_model(spec, load)
-    data = read_payload(part, layout, idx)
+    data = read_payload(part, layout, key)
     store = None
     if store_path is not None:
         store = EmbeddingStore.open(
@@ -131,7 +151,7 @@ def _amg_task(
     provider = EmbeddingProvider(
         model, None, layout, normalization=normalization, store=store, capacity=1
     )
-    emb = provider.get(idx, data)
+    emb = provider.get(key, data)
     amg = AutomaticMaskGenerator(model, normalization=normalization, **params)
     image = data if amg.crop_n_layers > 0 else None
-    return idx, amg.generate(emb, image=image).labels
+    return amg.generate(emb, image=image)

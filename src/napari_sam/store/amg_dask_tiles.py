@@ -32,6 +32,7 @@ from ..engine.amg.result import AmgResult
 from ..engine.amg.tile_merge import DEFAULT_TOLERANCE, TileMerge
 from ..engine.image import Normalization
 from ..engine.progress import Progress
+from .amg_dask import generate_on_worker
 from .cluster import (
     Loader,
     ModelSpec,
@@ -39,13 +40,10 @@ from .cluster import (
     dask_client,
     load_spec,
     payload,
-    read_payload,
     signature_task,
     task_key,
-    worker_model,
 )
 from .embeddings import EmbeddingStore
-from .provider import EmbeddingProvider
 from .slicing import Index
 from .tiled_layout import TiledLayout
 
@@ -157,24 +155,9 @@ def _tile_task(
     part: Payload,
 ) -> tuple[RegionKey, AmgResult]:
     """Worker side: one tile → its AMG result on its outer region (labels (h, w)
-    uint32 and records; masks dropped: the merge does not use them). The store was
-    opened and checked by the driver; it is opened "r+" here and a tile whose data
-    changed is recomputed only with ``overwrite``."""
-    from ..engine.amg import AutomaticMaskGenerator
-
-    model = worker_model(spec, load)
-    data = read_payload(part, layout, key)  # type: ignore[arg-type]
-    store = None
-    if store_path is not None:
-        store = EmbeddingStore.open(
-            store_path, model, layout=layout, normalization=normalization, mode="r+",
-            on_mismatch="overwrite" if overwrite else "error",
-        )  # fmt: skip
-    provider = EmbeddingProvider(
-        model, None, layout, normalization=normalization, store=store, capacity=1
+    uint32 and records; masks dropped: the merge does not use them), by
+    :func:`~.amg_dask.generate_on_worker`."""
+    result = generate_on_worker(
+        spec, load, params, store_path, layout, normalization, key, part, overwrite
     )
-    emb = provider.get(key, data)
-    amg = AutomaticMaskGenerator(model, normalization=normalization, **params)
-    image = data if amg.crop_n_layers > 0 else None
-    result = amg.generate(emb, image=image)
     return key, AmgResult(result.labels, result.records, [])
