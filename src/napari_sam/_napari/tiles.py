@@ -26,10 +26,6 @@ class TilesMixin:
     _tile_jobs: set
     _tile_prefetch_stop: threading.Event | None
 
-    def tiled(self) -> bool:
-        """The session answers prompts tile by tile (a slice larger than the input)."""
-        return self.session is not None and self.session.grid is not None
-
     # ------------------------------------------------------------------ requests
     def request_tile(self, index: tuple[int, ...], tile: tuple[int, int]) -> None:
         """Embed one tile of slice ``index`` in a worker (store → encoder), then update
