@@ -224,7 +224,7 @@ class AmgPanel(JobPanel, QWidget):
             return Outcome(plan=plan, found=int(found.max(initial=0)), record=record)
 
         if session.grid is not None:
-            return self._prepare_tiled(amg, ctx, volume, finish, labels, overwrite, params)
+            return self._prepare_tiled(amg, ctx, volume, finish, labels, overwrite)
         if not volume:
 
             def one_slice(cancel):
@@ -257,7 +257,7 @@ class AmgPanel(JobPanel, QWidget):
 
         return all_slices, nz, labels, overwrite
 
-    def _prepare_tiled(self, amg, ctx, volume: bool, finish, labels, overwrite, params):
+    def _prepare_tiled(self, amg, ctx, volume: bool, finish, labels, overwrite):
         """A tiled slice: the tiles in view (at most :data:`MAX_VIEW_TILES`), segmented
         tile by tile and merged across their borders (engine/amg/tiled.py) into a
         window of the plane that holds their outer regions; ``volume``: every tile of
@@ -307,11 +307,9 @@ class AmgPanel(JobPanel, QWidget):
             link=True, link_iou=self.link_spin.value(),
             min_slices=self.min_slices_spin.value(),
         )  # fmt: skip
-        vol_params = {"link": True, "link_iou": self.link_spin.value(),
-                      "min_slices": self.min_slices_spin.value()}  # fmt: skip
 
-        def all_slices(cancel):
-            return (yield from finish(vol.run(), lead_labels, cancel, lead, vol_params))
+        def all_slices(cancel):  # recorded as an edit: no volume parameters needed
+            return (yield from finish(vol.run(), lead_labels, cancel, lead))
 
         return all_slices, vol.total, labels, overwrite
 
