@@ -10,8 +10,10 @@ from napari_sam.model.common import Scratch, set_attention_impl
 from napari_sam.model.image_encoder import ImageEncoderViT
 
 
-def encoder(seed: int = 0) -> ImageEncoderViT:
-    """img 80 / patch 8 → 10 × 10 grid; window 4 pads to 12 × 12; block 1 is global."""
+def encoder(seed: int = 0, weights_std: float | None = None) -> ImageEncoderViT:
+    """img 80 / patch 8 → 10 × 10 grid; window 4 pads to 12 × 12; block 1 is global.
+    weights_std: also redraw every other parameter with this std (the scale of trained
+    weights)."""
     torch.manual_seed(seed)
     enc = ImageEncoderViT(
         img_size=80,
@@ -27,6 +29,8 @@ def encoder(seed: int = 0) -> ImageEncoderViT:
         for name, p in enc.named_parameters():
             if "rel_pos" in name or "pos_embed" in name:
                 p.normal_(0, 0.5)
+            elif weights_std is not None:
+                p.normal_(0, weights_std)
     return enc
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_image_encoder import encoder as shared_encoder
 
 from napari_sam.engine.decode import Predictor
 from napari_sam.engine.loader import load_model, wrap_model
@@ -20,23 +21,8 @@ from napari_sam.synthetic import nuclei_2d
 
 
 def encoder(seed: int = 0) -> ImageEncoderViT:
-    """img 80 / patch 8 → 10 × 10 grid; window 4 pads to 12 × 12; block 1 is global;
-    random weights of the scale of trained ones."""
-    torch.manual_seed(seed)
-    enc = ImageEncoderViT(
-        img_size=80,
-        patch_size=8,
-        embed_dim=32,
-        depth=3,
-        num_heads=4,
-        out_chans=16,
-        window_size=4,
-        global_attn_indexes=(1,),
-    ).eval()
-    with torch.no_grad():
-        for name, p in enc.named_parameters():
-            p.normal_(0, 0.5 if "rel_pos" in name or "pos_embed" in name else 0.1)
-    return enc
+    """The encoder of test_image_encoder with random weights of the scale of trained ones."""
+    return shared_encoder(seed, weights_std=0.1)
 
 
 def _both(enc: ImageEncoderViT, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
