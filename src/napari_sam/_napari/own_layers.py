@@ -201,11 +201,15 @@ class OwnLayers:
                 layer.events.data.disconnect(self.on_prompts)
 
     def remove(self) -> None:
-        """Unbind and remove the layers (those still in the viewer)."""
+        """Unbind and remove the layers (those still in the viewer), in one batch: napari's
+        canvas runs a full ``gc.collect()`` after each removal outside a batch (0.4–1.5 s
+        each in a large process, measured), once per batch."""
         self.unbind()
-        for layer in self.layers():
-            if layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
+        batch = getattr(self.viewer.layers, "batched_update", contextlib.nullcontext)
+        with batch():
+            for layer in self.layers():
+                if layer in self.viewer.layers:
+                    self.viewer.layers.remove(layer)
         self.points = self.boxes = self.preview = self.tiles = self.image = None
         self.window = None
 
