@@ -1,6 +1,6 @@
 """The ViT encoder's fast inference path (model/vit_fast.py): the same embeddings as the
 reference path up to float rounding (windows with padding, global attention in chunks of
-pairs and of query rows), packed weights follow new weights, autograd and the exact mode
+pairs and of query rows), new weights take effect, autograd and the exact mode
 keep the reference path, and the plan turns it on only outside the exact mode for fp32 on
 a CPU."""
 
@@ -50,10 +50,10 @@ def test_fast_embeddings_equal_the_reference_to_rounding(monkeypatch, chunk):
     assert torch.equal(x, x_before)  # the in-place residual adds leave the input alone
 
 
-def test_packed_weights_follow_loaded_weights():
+def test_fast_path_follows_loaded_weights():
     enc, other = encoder(0), encoder(1)
     x = torch.randn(1, 3, 80, 80)
-    _, before = _both(enc, x)  # packs enc's weights
+    _, before = _both(enc, x)
     enc.load_state_dict(other.state_dict())
     ref, fast = _both(enc, x)
     assert torch.allclose(fast, ref, atol=1e-5, rtol=1e-4)
@@ -61,7 +61,7 @@ def test_packed_weights_follow_loaded_weights():
     assert all(
         k.split(".")[-1] in {"weight", "bias", "rel_pos_h", "rel_pos_w", "pos_embed"}
         for k in enc.state_dict()
-    )  # packed weights never enter the state dict
+    )  # nothing derived enters the state dict
 
 
 def test_autograd_keeps_the_reference_path():

@@ -134,7 +134,7 @@ def wrap_model(
     # TinyViT (vit_t): batch norms folded, channels-last convolutions — outside the exact
     # mode; folded in fp32 before any bf16 conversion
     set_tiny_vit_fast_path(sam, plan.fold_tiny_vit)
-    set_vit_fast_path(sam, plan.fast_vit)  # ViT: packed linears, chunked attention
+    set_vit_fast_path(sam, plan.fast_vit)  # ViT: contiguous residual, chunked attention
     if plan.precision == "bf16":
         _ = model.weights_hash
         sam.image_encoder.to(torch.bfloat16)

@@ -15,12 +15,13 @@ the exact mode (:func:`set_fast_path`; the engine's plan decides, ``DecodePlan.f
   so the scores, the relative-position terms and the softmax stay in the CPU cache
   instead of streaming a (heads, HW, HW) matrix (0.8 GB for ViT-B at 1024²) through
   memory four times;
-* residual adds in place;
-* on a CPU with oneDNN, the linear layers use weights packed once into oneDNN's blocked
-  layout (``mkldnn._reorder_linear_weight``, what PyTorch's CPU compiler does when it
-  freezes a model) and the MLP's GELU runs as the first linear's post-op
-  (``mkldnn._linear_pointwise``). A packed weight is re-packed when its parameter changes
-  (its version counter: ``load_state_dict``, an optimiser step).
+* residual adds in place.
+
+The linear layers and the MLP are the modules' own (MKL / oneDNN GEMMs, GELU after
+the first MLP layer): oneDNN's pre-packed weights with GELU as a post-op
+(``mkldnn._linear_pointwise``) measured slower on the avx2 class at 1 and 2 threads
+(4096 × 768 → 3072 with GELU: 165–171 ms vs 111–133 ms at 2 threads; encoder A/B in one
+process level or worse; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 if TYPE_CHECKING:
     from .image_encoder import Attention, Block, ImageEncoderViT
@@ -57,47 +57,8 @@ def block_forward(blk: Block, x: torch.Tensor) -> torch.Tensor:
     else:
         y = global_attention(blk.attn, y)
     x.add_(y)
-    mlp, y = blk.mlp, blk.norm2(x)
-    if isinstance(mlp.act, nn.GELU) and mlp.act.approximate == "none":
-        y = linear(mlp.lin1, y, gelu=True)
-    else:
-        y = mlp.act(linear(mlp.lin1, y))
-    x.add_(linear(mlp.lin2, y))
+    x.add_(blk.mlp(blk.norm2(x)))
     return x
-
-
-#: oneDNN packs weights for this many rows (tokens); any row count works.
-PACK_ROWS = 4096
-
-
-def linear(layer: nn.Linear, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
-    """``layer(x)`` (then GELU when ``gelu``; else ``layer``'s own activation is not
-    applied — the caller does). x: (..., in_features) → (..., out_features). On a float32
-    CPU tensor with oneDNN: one ``mkldnn._linear_pointwise`` call on the packed weight."""
-    w, b = layer.weight, layer.bias
-    if x.device.type != "cpu" or x.dtype != torch.float32 or not _onednn():
-        y = F.linear(x, w, b)
-        return F.gelu(y) if gelu else y
-    key = (w._version, w.data_ptr())
-    packed = getattr(layer, "_napari_sam_packed", None)
-    if packed is None or packed[0] != key:
-        packed = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach(), PACK_ROWS))
-        layer._napari_sam_packed = packed  # not a buffer: never in the state dict
-    if not x.is_contiguous():
-        x = x.contiguous()
-    return torch.ops.mkldnn._linear_pointwise(
-        x, packed[1], b, "gelu" if gelu else "none", [], "none" if gelu else ""
-    )
-
-
-def _onednn() -> bool:
-    ops = getattr(torch.ops, "mkldnn", None)
-    return (
-        torch.backends.mkldnn.is_available()
-        and ops is not None
-        and hasattr(ops, "_linear_pointwise")
-        and hasattr(ops, "_reorder_linear_weight")
-    )
 
 
 def windowed_attention(attn: Attention, x: torch.Tensor, window: int) -> torch.Tensor:
@@ -111,7 +72,7 @@ def windowed_attention(attn: Attention, x: torch.Tensor, window: int) -> torch.T
         x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
     hp, wp = h + pad_h, w + pad_w
     nwh, nww = hp // window, wp // window
-    qkv = linear(attn.qkv, x).view(b, nwh, window, nww, window, 3, nh, hd)
+    qkv = attn.qkv(x).view(b, nwh, window, nww, window, 3, nh, hd)
     # (3, B, nWh, nWw, heads, win, win, hd) in one copy
     qkv = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, b * nwh * nww * nh, window * window, hd)
     q, k, v = qkv.unbind(0)
@@ -121,7 +82,7 @@ def windowed_attention(attn: Attention, x: torch.Tensor, window: int) -> torch.T
     out = out.reshape(b, hp, wp, c)
     if pad_h or pad_w:
         out = out[:, :h, :w]
-    return linear(attn.proj, out)
+    return attn.proj(out)
 
 
 def global_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
@@ -129,11 +90,11 @@ def global_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
     b, h, w, c = x.shape
     nh = attn.num_heads
     hd = c // nh
-    qkv = linear(attn.qkv, x).view(b, h * w, 3, nh, hd).permute(2, 0, 3, 1, 4)
+    qkv = attn.qkv(x).view(b, h * w, 3, nh, hd).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.reshape(3, b * nh, h * w, hd).unbind(0)
     out = _attend(attn, q, k, v, (h, w))
     out = out.view(b, nh, h, w, hd).permute(0, 2, 3, 1, 4).reshape(b, h, w, c)
-    return linear(attn.proj, out)
+    return attn.proj(out)
 
 
 def _attend(
