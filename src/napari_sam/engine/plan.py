@@ -34,8 +34,9 @@ differs.
 Outside the exact mode TinyViT (vit_t) also folds its batch norms (``fold_tiny_vit``),
 and an fp32 ViT encoder on a CPU takes its fast path (``fast_vit``,
 :mod:`napari_sam.model.vit_fast`: contiguous residual stream, global attention in
-cache-sized chunks, oneDNN pre-packed linear layers with GELU fused — equal to float
-rounding; measured 3–11 % faster on the avx2 class, docs/benchmarks.md).
+cache-sized chunks — equal to float rounding; docs/benchmarks.md); TinyViT's fast path
+(:mod:`napari_sam.model.tiny_vit_fast`) runs its MBConv blocks in bands of rows and its
+window attention in cache-sized chunks with the offset bias added in place.
 The prompt encoder and the official mask decoder always run in fp32; the automatic mask
 generator keeps an fp32 folded decoder (no faster for small decoders, and masks at its
 thresholds would flip — docs/amg.md).
@@ -108,8 +109,11 @@ class DecodePlan:
             ),
             ("automatic-mask decoder", f"folded, {self.amg_decoder_precision}"),
             ("mask upsampling", self.upsampling),
-            ("TinyViT (vit_t)", "folded, channels-last" if self.fold_tiny_vit else "reference"),
-            ("ViT encoder", "fast (packed linears)" if self.fast_vit else "reference"),
+            (
+                "TinyViT (vit_t)",
+                "folded, channels-last, banded" if self.fold_tiny_vit else "reference",
+            ),
+            ("ViT encoder", "fast (chunked attention)" if self.fast_vit else "reference"),
         ]
         return "\n".join(f"  {k:24s}{v}" for k, v in rows)
 

@@ -347,8 +347,18 @@ class TinyViT(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.patch_embed(x)
+        fast = self.channels_last and x.device.type == "cpu" and not torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x)
+            if fast and isinstance(layer, BasicLayer):
+                from .tiny_vit_fast import layer_forward
+
+                x = layer_forward(layer, x)
+            elif fast and isinstance(layer, ConvLayer):
+                from .tiny_vit_fast import conv_layer_forward
+
+                x = conv_layer_forward(layer, x)
+            else:
+                x = layer(x)
         return self.neck(x)
 
 
