@@ -13,7 +13,9 @@ Usage::
     python benchmarks/engine_speed.py [--repeats 3] [--size 1024] [--threads N] [--model vit_t]
 
 Prints a Markdown table (paste into docs/benchmarks.md). Timings are min over repeats
-after one warm-up; ratios are what matter, absolute times depend on the machine.
+after one warm-up (predict: median of 20), the variants interleaved round by round so
+that a machine slowing down for a while affects all of them; ratios are what matter,
+absolute times depend on the machine.
 """
 
 from __future__ import annotations
@@ -39,14 +41,26 @@ from napari_sam.model.checkpoint import sam_from_state_dict
 from oracle import build_official
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    out = fn()  # warm-up
-    best = float("inf")
+def timed_round_robin(fns: list, repeats: int) -> list[float]:
+    """Best time of each of ``fns`` over ``repeats`` rounds, one call of each per round
+    (after one warm-up call each): a machine that slows down for a while (other
+    tenants, frequency) slows every variant alike, so their ratios stay comparable."""
+    for fn in fns:
+        fn()
+    best = [float("inf")] * len(fns)
     for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+        for i, fn in enumerate(fns):
+            best[i] = min(best[i], _t(fn))
+    return best
+
+
+def median_round_robin(fns: list, repeats: int) -> list[float]:
+    """Median time of each of ``fns`` over ``repeats`` rounds of one call each."""
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            times[i].append(_t(fn))
+    return [statistics.median(t) for t in times]
 
 
 def test_image(size: int, seed: int) -> np.ndarray:
@@ -90,9 +104,10 @@ def main() -> None:
     op = SamPredictor(official)
     p32, pau = Predictor(fp32), Predictor(auto)
     rows = []
-    t_off, _ = timed(lambda: op.set_image(img), args.repeats)
-    t_32, _ = timed(lambda: p32.set_image(img), args.repeats)
-    t_au, _ = timed(lambda: pau.set_image(img), args.repeats)
+    t_off, t_32, t_au = timed_round_robin(
+        [lambda: op.set_image(img), lambda: p32.set_image(img), lambda: pau.set_image(img)],
+        args.repeats,
+    )
     rows.append(("image embedding (set_image)", t_off, t_32, t_au))
 
     pt = np.array([[args.size * 0.4, args.size * 0.45]])
@@ -107,9 +122,9 @@ def main() -> None:
     off_pred()  # one warm-up call each (ours builds its decoder context on the first)
     our_pred(p32)
     our_pred(pau)
-    t_offp = statistics.median(_t(off_pred) for _ in range(reps))
-    t_32p = statistics.median(_t(lambda: our_pred(p32)) for _ in range(reps))
-    t_aup = statistics.median(_t(lambda: our_pred(pau)) for _ in range(reps))
+    t_offp, t_32p, t_aup = median_round_robin(
+        [off_pred, lambda: our_pred(p32), lambda: our_pred(pau)], reps
+    )
     rows.append(("single-point predict", t_offp, t_32p, t_aup))
 
     # parity / accuracy
