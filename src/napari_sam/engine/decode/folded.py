@@ -342,7 +342,14 @@ def _image_to_token(
     # The softmax runs over the N prompt tokens with another axis innermost (heads or
     # prompts): torch's softmax vectorises along the inner axis, ~4× faster than over a
     # short last axis.
-    if shared_q is not None:  # (H, HW, d) @ (H, d, N*B): heads as batch, no broadcast copy
+    if shared_q is not None and b == 1:
+        # one prompt (a click): scores (H, N, HW) with the image tokens innermost — the
+        # product writes HW-long rows (not N = 7 columns) and the softmax over N
+        # vectorises along HW; q is read transposed in place
+        p = (kh[0] @ shared_q[0].transpose(1, 2)).softmax(dim=1)  # (H, N, HW)
+        p = p.reshape(1, heads * n, -1).transpose(1, 2)  # (1, HW, H*N) view, heads major
+        vo_order = "bhnc"
+    elif shared_q is not None:  # (H, HW, d) @ (H, d, N*B): heads as batch, no broadcast copy
         kt = kh.permute(1, 3, 2, 0).reshape(heads, d, n * b)
         p = (shared_q[0] @ kt).reshape(heads, -1, n, b).softmax(dim=2)  # (H, HW, N, B)
         p = p.permute(3, 1, 0, 2).reshape(b, -1, heads * n)  # (B, HW, H*N), heads major
