@@ -24,6 +24,7 @@ from torch import nn
 from .common import LayerNorm2d, SwitchableAttention
 from .fused import fused_conv
 from .image_encoder import window_partition, window_unpartition
+from .tiny_vit_fast import conv_layer_forward, layer_forward
 
 #: Total downsampling of :class:`TinyViT` (input side / embedding-grid side).
 STRIDE = 16
@@ -350,12 +351,8 @@ class TinyViT(nn.Module):
         fast = self.channels_last and x.device.type == "cpu" and not torch.is_grad_enabled()
         for layer in self.layers:
             if fast and isinstance(layer, BasicLayer):
-                from .tiny_vit_fast import layer_forward
-
                 x = layer_forward(layer, x)
             elif fast and isinstance(layer, ConvLayer):
-                from .tiny_vit_fast import conv_layer_forward
-
                 x = conv_layer_forward(layer, x)
             else:
                 x = layer(x)

@@ -1,9 +1,10 @@
-"""The fast (non-exact) CPU inference path of TinyViT's attention stages (``vit_t``).
+"""The fast (non-exact) CPU inference path of TinyViT (``vit_t``).
 
 Same weights and the same arithmetic (float32 stays float32), in another memory layout
 and operation order, so equal to the exact path only up to float rounding — used outside
 the exact mode, on CPU tensors without autograd (:func:`~.tiny_vit.set_fast_path`; the
-engine's plan decides, ``DecodePlan.fold_tiny_vit``). Per :class:`~.tiny_vit.TinyViTBlock`:
+engine's plan decides, ``DecodePlan.fold_tiny_vit``). In the attention stages, per
+:class:`~.tiny_vit.TinyViTBlock`:
 
 * the residual stream stays one contiguous (B, H, W, C) tensor, updated in place;
 * the window partition, head split and [q, k, v] split are one permute copy from the
@@ -92,8 +93,9 @@ def block_forward(blk: TinyViTBlock, x: torch.Tensor) -> torch.Tensor:
 
 
 def window_attention(attn: Attention, x: torch.Tensor, window: int) -> torch.Tensor:
-    """The block's attention branch (norm, windowed attention with the offset bias,
-    projection) for x (B, H, W, C) → (B, H, W, C)."""
+    """The block's attention branch (norm, windowed attention with the offset bias
+    gathered by :func:`~.tiny_vit.set_fast_path`, projection) for x (B, H, W, C) →
+    (B, H, W, C)."""
     b, h, w, c = x.shape
     nh, hd = attn.num_heads, attn.head_dim
     pad_h, pad_w = (window - h % window) % window, (window - w % window) % window
@@ -106,8 +108,7 @@ def window_attention(attn: Attention, x: torch.Tensor, window: int) -> torch.Ten
     qkv = qkv.permute(6, 0, 1, 3, 5, 2, 4, 7).reshape(3, b * nwh * nww * nh, window**2, hd)
     q, k, v = qkv.unbind(0)
     bias = attn.fast_bias
-    if bias is None:
-        bias = attn.attention_biases[:, attn.attention_bias_idxs]
+    assert bias is not None, "set_fast_path(model, True) gathers the bias first"
     out = attend(q, k, v, bias.to(q.dtype), hd**-0.5)
     # (B, nWh, win, nWw, win, heads, hd) → (B, Hp, Wp, C) in one copy, then crop
     out = out.view(b, nwh, nww, nh, window, window, hd).permute(0, 1, 4, 2, 5, 3, 6)
